@@ -1,0 +1,297 @@
+"""Typed training configuration: dataclasses, YAML loading and `section.key=value` overrides.
+
+A run's whole configuration is one `TrainConfig`. It is written into the run
+directory before step 1 and stored in every checkpoint, so a run can always be
+rebuilt from what it wrote. Unknown keys and badly typed values are errors that
+name the field; nothing is silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .models import MODEL_CONFIGS
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the offending field or file in the message."""
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"  # the run directory is NAME-<config hash>
+    out_dir: str = "runs"
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    source: str = "synth:piano"  # a folder of audio (searched recursively), or synth:piano / synth:gaussian
+    sample_rate: int = 16000  # audio is resampled to this rate
+    hop: float = 0.5  # distance between segment starts, as a fraction of the segment length
+    random_offset: bool = True  # shift every segment by a fresh random offset (< hop) each epoch
+    silence_db: float = -60.0  # segments whose RMS is below this (dBFS) are dropped
+    normalize: bool = True  # peak-normalise each segment to 1
+    holdout: float = 0.05  # fraction of clips (files or synth items) kept out of training, for evaluation
+    synth_items: int = 2048  # how many items a synth:* set holds
+    cache_dir: str = ""  # where decoded audio is cached; empty: ~/.cache/ganstream
+
+    def validate(self) -> None:
+        if self.sample_rate < 1000:
+            raise ValueError(f"sample_rate: at least 1000 Hz, not {self.sample_rate}")
+        if not 0.0 < self.hop <= 1.0:
+            raise ValueError(f"hop: a fraction of the segment in (0, 1], not {self.hop}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"holdout: a fraction in [0, 1), not {self.holdout}")
+
+
+@dataclass
+class LossConfig:
+    kind: str = "wgan-gp"  # wgan-gp | bce | hinge
+    gp_weight: float = 10.0  # lambda of the gradient penalty (wgan-gp)
+    critic_steps: int = 5  # critic updates per generator update
+    drift: float = 0.0  # epsilon of the drift term on real scores (Karras et al.); 0 disables
+    label_smooth: float = 0.0  # bce: real targets are 1 - label_smooth (one-sided smoothing)
+    label_noise: float = 0.0  # bce: std of Gaussian noise added to every target ("soft, noisy labels")
+
+    def validate(self) -> None:
+        if self.kind not in ("wgan-gp", "bce", "hinge"):
+            raise ValueError(f"kind: unknown loss {self.kind!r} (known: bce, hinge, wgan-gp)")
+        if self.critic_steps < 1:
+            raise ValueError(f"critic_steps: at least 1, not {self.critic_steps}")
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.9
+    kick: bool = False  # double G's learning rate while its loss exceeds kick_ratio x D's (the DCGAN article's heuristic)
+    kick_ratio: float = 10.0
+    kick_max: int = 5  # at most this many doublings; reset once the losses are balanced again
+
+
+@dataclass
+class TrainLoopConfig:
+    steps: int = 100000  # generator steps
+    batch_size: int = 64  # global batch, split across processes
+    ema_decay: float = 0.999  # EMA of the generator's weights, the copy that is exported; 0 disables
+    ckpt_every: int = 1000  # steps between checkpoints
+    ckpt_minutes: float = 15.0  # also checkpoint when this many minutes passed since the last one
+    keep_checkpoints: int = 3  # older numbered checkpoints are deleted; `latest` always stays
+    log_every: int = 50  # steps between scalar logs
+    preview_every: int = 1000  # steps between audio/spectrogram previews and PNG plots
+    preview_count: int = 8  # fixed latents rendered at every preview
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    bf16: bool = False  # bf16 autocast on CUDA
+    tf32: bool = True  # allow TF32 matmuls on CUDA
+    max_rollbacks: int = 3  # NaN/inf losses roll back to the last checkpoint with halved learning rates, at most this often
+    tensorboard: bool = True
+    progress: bool = True
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "ckpt_every", "log_every", "preview_every", "preview_count"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1, not {getattr(self, name)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay: in [0, 1), not {self.ema_decay}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device: auto, cpu, cuda or cuda:N, not {self.device!r}")
+
+
+@dataclass
+class TrainConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: Any = field(default_factory=lambda: MODEL_CONFIGS["wavegan"]())
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def hash(self) -> str:
+        """Short hash of everything that changes what is trained (not where it is written)."""
+        d = self.to_dict()
+        d["run"] = {k: v for k, v in d["run"].items() if k != "out_dir"}
+        d["train"] = {k: v for k, v in d["train"].items() if k not in OPERATIONAL}
+        blob = json.dumps(d, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:8]
+
+
+# train.* fields that say how long and where a run trains, not what it trains: they stay out of
+# the run's hash and may change when it is resumed.
+OPERATIONAL = frozenset({
+    "steps", "device", "progress", "tensorboard", "log_every", "preview_every",
+    "ckpt_every", "ckpt_minutes", "keep_checkpoints", "max_rollbacks",
+})
+
+SECTIONS: dict[str, type] = {
+    "run": RunConfig,
+    "data": DataConfig,
+    "loss": LossConfig,
+    "optim": OptimConfig,
+    "train": TrainLoopConfig,
+}
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Checks `value` against the annotation `tp`, converting ints to floats and lists to tuples."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} is not a {tp}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where}: expected null, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)[:1] or (Any,)
+        items = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads 3e-4 (no decimal point) as a string; people write it that way.
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if math.isfinite(number):
+                return number
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported field type {tp}")
+
+
+def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Builds `cls` from a mapping, refusing unknown keys and wrong types with the field's path."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys to values, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        try:
+            obj.validate()
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    return obj
+
+
+def config_from_dict(d: dict[str, Any], source: str = "config") -> TrainConfig:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    known = set(SECTIONS) | {"model"}
+    for key in d:
+        if key not in known:
+            raise ConfigError(f"{source}: unknown section {key!r} (known: {', '.join(sorted(known))})")
+    parts: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        parts[name] = build_dataclass(cls, d.get(name) or {}, f"{source}: {name}")
+    model = dict(d.get("model") or {})
+    kind = model.get("kind", "wavegan")
+    if kind not in MODEL_CONFIGS:
+        raise ConfigError(f"{source}: model.kind: unknown model {kind!r} (known: {', '.join(sorted(MODEL_CONFIGS))})")
+    parts["model"] = build_dataclass(MODEL_CONFIGS[kind], model, f"{source}: model")
+    return TrainConfig(**parts)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`section.key=value` -> (["section", "key"], value), the value parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    path, raw = text.split("=", 1)
+    keys = path.strip().split(".")
+    if len(keys) != 2 or not all(keys):
+        raise ConfigError(f"override {text!r}: the key must be section.key, for example train.steps=100")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({e.problem})") from None
+    return keys, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Reads a YAML config (or the defaults when `path` is None) and applies overrides."""
+    d: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{source}: no such config file")
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{source}: not valid YAML{line}: {getattr(e, 'problem', e)}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    d = {k: dict(v or {}) if isinstance(v, dict) or v is None else v for k, v in d.items()}
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        if section not in SECTIONS and section != "model":
+            raise ConfigError(f"override {text!r}: unknown section {section!r}")
+        d.setdefault(section, {})[key] = value
+    return config_from_dict(d, source)
+
+
+def describe_fields() -> str:
+    """Every field of every section with its default, for `train --help`."""
+    lines = []
+
+    def emit(section: str, cls: type, note: str = "") -> None:
+        lines.append(f"  {section}:{note}")
+        for f in fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            lines.append(f"    {section}.{f.name} = {json.dumps(default)}")
+
+    for name, cls in SECTIONS.items():
+        emit(name, cls)
+    for kind, cls in MODEL_CONFIGS.items():
+        emit("model", cls, f"  (model.kind={kind})")
+    return "\n".join(lines)
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
