@@ -82,3 +82,24 @@ def resolve_checkpoint(run_dir: Path, which: str = "latest") -> Path:
             raise CheckpointError(f"{run_dir}: no {which} checkpoint in {path.parent}")
         return path
     return Path(which)
+
+
+def load_generator(path: Path, weights: str = "ema") -> tuple[Any, Any, dict[str, Any]]:
+    """Rebuilds a checkpoint's generator in eval mode: (generator, TrainConfig, checkpoint state).
+
+    weights="ema" takes the EMA copy when the run kept one (and the raw weights
+    otherwise); "raw" takes the trained weights. Loading is strict.
+    """
+    from .config import config_from_dict
+    from .models import build_generator
+
+    state = load_checkpoint(path)
+    cfg = config_from_dict(state["config"], str(path))
+    trainer = state["trainer"]
+    key = "ema" if weights == "ema" and trainer.get("ema") is not None else "generator"
+    generator = build_generator(cfg.model)
+    try:
+        generator.load_state_dict(trainer[key])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: the {key} weights do not match the model of its config: {e}") from None
+    return generator.eval(), cfg, state
