@@ -1,0 +1,351 @@
+"""Where the latents come from: a fixed seed, a smooth random walk, or keyframes.
+
+Every source here is a *path*: a pure function of model-rate sample time, so a
+stream built on it is the same however it is read, and `render` can reproduce a
+live session from its timeline. A path answers two questions:
+
+- `target(t, upto)` -> (D,) float64: the latent the path asks for at sample t,
+  counting only the *steps* (discrete changes) stamped at or before `upto`.
+  Steps after `upto` have not happened yet: a live engine learns of a knob move
+  only when it happens, so the stream never looks past the present for them.
+  Continuous motion (the walk, keyframe ramps) is known in advance.
+- `step_times()` -> the sorted sample times at which the target jumps.
+
+Jumps are never played as jumps. `SmoothedLatent` turns each jump J at t_i into
+a one-pole glide with time constant tau (`latent_smoothing_s`):
+
+    z(t) = target(t) - sum_{t_i <= t} J_i * exp(-(t - t_i) / tau)
+
+which is exactly the one-pole response to the step part of the target, and is
+continuous at every t_i. Continuous motion is already smooth and is not
+delayed. Latents are float64 here and cast to float32 only at the generator.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+CURVES = ("linear", "cosine", "step")
+_WALK_TAG = 0x77616C6B  # "walk": keeps the walk's random stream apart from the seed latent's
+_KNOTS_PER_CHUNK = 256
+
+
+class LatentPath(Protocol):
+    latent_size: int
+
+    def target(self, t: int, upto: int) -> np.ndarray: ...
+
+    def step_times(self) -> Sequence[int]: ...
+
+
+@dataclass(frozen=True)
+class LatentSpace:
+    """The latent space of one generator: size D, distribution, and its named control directions.
+
+    controls: name -> (direction (D,), scale); a macro at value v adds
+    v * scale * direction to the latent (the bundle's `controls`).
+    sampler: (n, rng) -> (n, D) float32 random latents; `from_bundle` uses the
+    bundle's own `random_latents`, so a seed means the same latent everywhere.
+    """
+
+    size: int
+    distribution: str = "uniform"
+    controls: Mapping[str, tuple[np.ndarray, float]] = field(default_factory=dict)
+    sampler: Callable[[int, np.random.Generator], np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if self.distribution not in ("uniform", "normal"):
+            raise ValueError(f"unknown latent distribution {self.distribution!r} (uniform or normal)")
+
+    @classmethod
+    def from_bundle(cls, bundle) -> "LatentSpace":
+        controls = {item.name: bundle.control(item.name) for item in bundle.control_items}
+        return cls(bundle.latent_size, bundle.latent_distribution, controls, bundle.random_latents)
+
+    def random(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """(n, D) float32 latents drawn from the distribution."""
+        if self.sampler is not None:
+            return np.asarray(self.sampler(n, rng), dtype=np.float32).reshape(n, self.size)
+        if self.distribution == "uniform":
+            return rng.uniform(-1.0, 1.0, size=(n, self.size)).astype(np.float32)
+        return rng.standard_normal((n, self.size)).astype(np.float32)
+
+    def seed_latent(self, seed: int) -> np.ndarray:
+        """(D,) float64: the latent that `seed` names (`np.random.default_rng(seed)`, first draw)."""
+        return self.random(1, np.random.default_rng(seed))[0].astype(np.float64)
+
+    def fold(self, z: np.ndarray) -> np.ndarray:
+        """Keep a wandering latent inside the distribution's range.
+
+        uniform: reflect into [-1, 1] (a triangle fold: continuous, so a path
+        never jumps at the edge); normal: unchanged.
+        """
+        if self.distribution != "uniform":
+            return z
+        return np.abs(np.mod(z + 1.0, 4.0) - 2.0) - 1.0
+
+    def macro_offset(self, values: Mapping[str, float]) -> np.ndarray:
+        """(D,) sum of v * scale * direction over the named macros."""
+        out = np.zeros(self.size)
+        for name, v in values.items():
+            direction, scale = self.controls[name]
+            out += float(v) * float(scale) * np.asarray(direction, dtype=np.float64)
+        return out
+
+
+class Walk:
+    """A smooth, bounded random offset: a uniform cubic B-spline through random knots.
+
+    Knots come `rate_hz` times a second, each uniform in [-depth, depth] per
+    component; the B-spline weights are a convex combination, so the offset
+    never leaves [-depth, depth] and is twice continuously differentiable.
+    Knot j is drawn from `SeedSequence([seed, "walk", j // 256])`, so the walk
+    can be evaluated at any time in any order and is the same on every run.
+    """
+
+    def __init__(self, size: int, seed: int, rate_hz: float, depth: float, sample_rate: int):
+        if rate_hz <= 0 or depth < 0:
+            raise ValueError(f"walk rate must be > 0 and depth >= 0, got rate {rate_hz}, depth {depth}")
+        self.size, self.seed, self.depth = size, int(seed), float(depth)
+        self.spacing = sample_rate / float(rate_hz)  # samples between knots
+        self._chunks: dict[int, np.ndarray] = {}
+
+    def _knots(self, j: int) -> np.ndarray:
+        """(4, D): knots j-1 .. j+2."""
+        rows = []
+        for k in range(j - 1, j + 3):
+            c, i = divmod(k, _KNOTS_PER_CHUNK)
+            chunk = self._chunks.get(c)
+            if chunk is None:
+                if len(self._chunks) > 8:
+                    self._chunks.clear()
+                rng = np.random.default_rng([self.seed, _WALK_TAG, c + (1 << 31)])
+                chunk = self._chunks[c] = rng.uniform(-1.0, 1.0, size=(_KNOTS_PER_CHUNK, self.size))
+            rows.append(chunk[i])
+        return np.stack(rows)
+
+    def offset(self, t: int) -> np.ndarray:
+        """(D,) float64 offset at sample t (any integer, negative included)."""
+        u = t / self.spacing
+        j = math.floor(u)
+        f = u - j
+        w = np.array(
+            [(1 - f) ** 3, 3 * f**3 - 6 * f**2 + 4, -3 * f**3 + 3 * f**2 + 3 * f + 1, f**3]
+        ) / 6.0
+        return self.depth * (w @ self._knots(j))
+
+
+class FixedLatent:
+    """One latent for ever: `space.seed_latent(seed)`, or the latent given."""
+
+    def __init__(self, space: LatentSpace, seed: int = 0, latent: np.ndarray | None = None):
+        self.latent_size = space.size
+        self._z = space.seed_latent(seed) if latent is None else _check_latent(latent, space.size)
+
+    def target(self, t: int, upto: int) -> np.ndarray:
+        return self._z
+
+    def step_times(self) -> Sequence[int]:
+        return ()
+
+
+class RandomWalk:
+    """The seed latent plus a `Walk` (seeded by the same seed), folded into range."""
+
+    def __init__(self, space: LatentSpace, seed: int, rate_hz: float, depth: float, sample_rate: int):
+        self.latent_size = space.size
+        self._space = space
+        self._base = space.seed_latent(seed)
+        self.walk = Walk(space.size, seed, rate_hz, depth, sample_rate)
+
+    def target(self, t: int, upto: int) -> np.ndarray:
+        return self._space.fold(self._base + self.walk.offset(t))
+
+    def step_times(self) -> Sequence[int]:
+        return ()
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """At model sample `sample`, the base latent and/or some macro values.
+
+    latent: (D,) base latent, or None to leave the base alone.
+    macros: name -> value (knob units: v adds v * scale * direction).
+    curve: how each value it sets travels from the previous keyframe of the
+    same track: "linear", "cosine" (eased) or "step" (hold, then jump here;
+    a jump is smoothed by `SmoothedLatent` and, in a stream, heard at once).
+    """
+
+    sample: int
+    latent: np.ndarray | None = None
+    macros: Mapping[str, float] = field(default_factory=dict)
+    curve: str = "linear"
+
+
+class _Track:
+    """One automated value (the base latent, or one macro): keyframes by time, with an implicit one at 0."""
+
+    def __init__(self, default):
+        self.times: list[int] = [0]
+        self.values: list = [default]
+        self.curves: list[str] = ["linear"]
+        self.step_idx: list[int] = []  # indices of step keyframes after the first (they make jumps)
+        self.step_t: list[int] = []  # their times
+        self._explicit0 = False
+
+    def add(self, t: int, value, curve: str) -> None:
+        if t == 0 and len(self.times) == 1 and not self._explicit0:
+            self.values[0] = value  # an explicit keyframe at 0 replaces the default
+            self._explicit0 = True
+            return
+        if t <= self.times[-1]:
+            raise ValueError(f"keyframe times must increase (got {t} after {self.times[-1]})")
+        self.times.append(t)
+        self.values.append(value)
+        self.curves.append(curve)
+        if curve == "step":
+            self.step_idx.append(len(self.times) - 1)
+            self.step_t.append(t)
+
+    def value(self, t: int, upto: int):
+        # Steps after `upto` have not happened, and nothing after them is known.
+        s = bisect.bisect_right(self.step_t, upto)
+        stop = self.step_idx[s] if s < len(self.step_idx) else len(self.times)
+        i = bisect.bisect_right(self.times, t, 0, stop) - 1
+        if i < 0:
+            return self.values[0]
+        if i + 1 >= stop or self.curves[i + 1] == "step":
+            return self.values[i]
+        f = (t - self.times[i]) / (self.times[i + 1] - self.times[i])
+        if self.curves[i + 1] == "cosine":
+            f = 0.5 - 0.5 * math.cos(math.pi * f)
+        return self.values[i] + (self.values[i + 1] - self.values[i]) * f
+
+
+class Keyframes:
+    """A timeline of keyframes over a base latent, macro values and an optional walk.
+
+    target(t) = fold(base(t) + walk(t)) + sum_m value_m(t) * scale_m * direction_m
+
+    Each track (the base, and each macro) starts with an implicit keyframe at
+    sample 0 holding its default (`base`, macros 0) unless a keyframe at 0 sets
+    it, holds its last value after its last keyframe, and between keyframes
+    follows the later keyframe's curve. `add` appends a keyframe later than all
+    others (the live engine records control changes this way).
+    """
+
+    def __init__(
+        self,
+        space: LatentSpace,
+        keyframes: Sequence[Keyframe] = (),
+        base: np.ndarray | None = None,
+        walk: Walk | None = None,
+    ):
+        self.latent_size = space.size
+        self._space = space
+        self._walk = walk
+        self._base = _Track(np.zeros(space.size) if base is None else _check_latent(base, space.size))
+        self._macros: dict[str, _Track] = {}
+        self._steps: list[int] = []
+        self._last = 0
+        for kf in keyframes:
+            self.add(kf)
+
+    def add(self, kf: Keyframe) -> None:
+        """Append a keyframe; its sample must not be earlier than any before it."""
+        if kf.sample < self._last:
+            raise ValueError(f"keyframe times must not go back (got sample {kf.sample} after {self._last})")
+        if kf.curve not in CURVES:
+            raise ValueError(f"unknown curve {kf.curve!r} (one of {', '.join(CURVES)})")
+        unknown = sorted(set(kf.macros) - set(self._space.controls))
+        if unknown:
+            known = ", ".join(self._space.controls) or "none"
+            raise ValueError(f"unknown macro {unknown[0]!r} (known: {known})")
+        for name, v in kf.macros.items():
+            if not math.isfinite(float(v)):
+                raise ValueError(f"macro {name!r} is not finite")
+        if kf.latent is not None:
+            self._base.add(kf.sample, _check_latent(kf.latent, self.latent_size), kf.curve)
+        for name, v in kf.macros.items():
+            self._macros.setdefault(name, _Track(0.0)).add(kf.sample, float(v), kf.curve)
+        self._last = kf.sample
+        if kf.curve == "step" and kf.sample > 0 and (not self._steps or self._steps[-1] != kf.sample):
+            self._steps.append(kf.sample)
+
+    def target(self, t: int, upto: int) -> np.ndarray:
+        z = self._base.value(t, upto)
+        if self._walk is not None:
+            z = self._space.fold(z + self._walk.offset(t))
+        if self._macros:
+            z = z + self._space.macro_offset({n: tr.value(t, upto) for n, tr in self._macros.items()})
+        return z
+
+    def step_times(self) -> Sequence[int]:
+        return self._steps
+
+
+class SmoothedLatent:
+    """A path's latent with its jumps turned into one-pole glides, as the stream asks for it.
+
+    latent(t) is the latent for a segment generated at sample t:
+
+        latent(t) = target(t + L, upto=t) - sum_{t_i <= t} J_i * exp(-(t + L - t_i) / tau)
+
+    with J_i = target(t_i, upto=t_i) - target(t_i, upto=t_i - 1) the jump at
+    step t_i, tau = `smoothing` samples (0: no smoothing) and L = `lookahead`
+    samples: a regeneration aims at where the glide will be when the next one
+    can happen, so the first regeneration after a jump already moves. Only
+    steps at or before t are used, so the answer never depends on when a live
+    step became known, only on its time stamp.
+    """
+
+    def __init__(self, path: LatentPath, smoothing: float, lookahead: int = 0):
+        self.path = path
+        self.latent_size = path.latent_size
+        self.tau = float(smoothing)
+        self.lookahead = int(lookahead)
+        self._jumps: dict[int, np.ndarray] = {}
+
+    def jump(self, t_i: int) -> np.ndarray:
+        j = self._jumps.get(t_i)
+        if j is None:
+            j = self._jumps[t_i] = self.path.target(t_i, t_i) - self.path.target(t_i, t_i - 1)
+        return j
+
+    def latent(self, t: int) -> np.ndarray:
+        """(D,) float64."""
+        te = t + self.lookahead
+        z = np.array(self.path.target(te, t), dtype=np.float64)
+        if self.tau > 0:
+            steps = self.path.step_times()
+            # Terms older than 40 tau are below 1e-17 of their jump: skip them.
+            horizon = te - int(40 * self.tau)
+            lo = bisect.bisect_left(steps, horizon)
+            hi = bisect.bisect_right(steps, t)
+            for i in range(lo, hi):
+                t_i = steps[i]
+                z -= self.jump(t_i) * math.exp(-(te - t_i) / self.tau)
+            if len(self._jumps) > 4096:  # a long live session: forget jumps that no longer count
+                self._jumps = {k: v for k, v in self._jumps.items() if k >= horizon}
+        return z
+
+    def next_step(self, t: int) -> int | None:
+        """The first step time >= t, or None."""
+        steps = self.path.step_times()
+        i = bisect.bisect_left(steps, t)
+        return steps[i] if i < len(steps) else None
+
+
+def _check_latent(z, size: int) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64).reshape(-1)
+    if z.shape != (size,):
+        raise ValueError(f"latent has {z.size} values, the generator takes {size}")
+    if not np.all(np.isfinite(z)):
+        raise ValueError("latent has a NaN or infinite value")
+    return z

@@ -1,0 +1,366 @@
+"""The streaming core: an endless stream of audio joined from generated segments.
+
+`SegmentStream(generator, latents, settings).read(n)` returns the next n
+samples at the model rate. The output is a deterministic function of the
+generator, the settings and the latent path (seed, walk, keyframes, control
+steps with their sample stamps), and is the same for any sequence of read
+sizes: every generator call happens at a fixed stream position with a fixed
+batch of latents, whatever blocks the samples are pulled in. `render` and the
+live engine's producer thread both pull from this class.
+
+Joins (mode):
+
+- crossfade: segment k starts at k * H, H = N - C, and plays whole; it overlaps
+  the next one by C samples (`crossfade`) with an equal-power (sin/cos) fade,
+  right for joining two unrelated stretches of sound.
+- texture: segment k starts at k * H, H = N / overlap, windowed by a periodic
+  Hann scaled by 2 / overlap, so the windows sum to exactly 1 at every sample
+  (COLA). Segments start at -(overlap - 1) * H, so the sum is 1 from sample 0.
+
+The stream fades in over `fade_in_s` from sample 0 rather than starting with a
+step.
+
+Latents and control changes. A segment generated at sample t uses
+`SmoothedLatent.latent(t)`: the path's target with each jump turned into a
+one-pole glide (time constant `latent_smoothing_s`). Continuous motion (walk,
+keyframe ramps) reaches the sound at each new segment. A *step* (a knob move,
+a preset switch, a "step" keyframe) at sample t_i is heard at once: at t_i
+every segment in flight is regenerated with the new latent at the same
+position in time, and the stream crossfades from the old to the new over
+`control_crossfade_s`, position-locked (sample j of the old segment fades into
+sample j of the new one). Old and new come from nearby latents at the same
+place and are strongly correlated, so this fade is equal-gain (sin^2/cos^2,
+summing to 1), not equal-power, which would bulge by up to 3 dB. While the
+glide runs, regeneration repeats every `control_period_s` (R), each aiming at
+the glide's value R ahead, until the rest of the glide is below `settle` of the
+jump; steps closer together than R share regenerations (a step is never
+delayed by more than R). The schedule depends only on sample times, so a
+render of a recorded control timeline matches the live stream.
+
+Allocation: voices live in a preallocated (slots, N) array, mixing works in
+place through a preallocated scratch buffer, and a generator that has
+`generate_into` writes into a preallocated array; what remains per generator
+call is a few small latent vectors and Python bookkeeping.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Protocol
+
+import numpy as np
+
+from .latents import LatentPath, SmoothedLatent
+
+MODES = ("crossfade", "texture")
+_NEVER = -(1 << 62)
+
+
+class SegmentGenerator(Protocol):
+    """Anything that turns latents into fixed-length segments (`Generator`, or a numpy fake in tests)."""
+
+    sample_rate: int
+    segment: int
+    latent_size: int
+
+    def generate(self, z: np.ndarray) -> np.ndarray:
+        """(B, latent_size) float32 -> (B, segment) float32."""
+        ...
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """How segments are joined and how latent changes are played.
+
+    mode: "crossfade" or "texture".
+    crossfade: samples (model rate) of the equal-power fade between segments, 0 <= C <= N/2.
+    texture_overlap: segments sounding at once in texture mode (hop N / overlap; N must divide).
+    latent_smoothing_s: time constant of the one-pole glide that replaces each latent jump.
+    control_crossfade_s: position-locked crossfade into a regenerated segment.
+    control_period_s: least time between regenerations (at least control_crossfade_s).
+    settle: regeneration stops once the rest of a glide is below this fraction of the jump.
+    fade_in_s: fade-in at the very start of the stream.
+    batch: hop segments generated per generator call. Above 1 the stream
+        generates segments before it reaches them, which is right only when
+        the whole latent timeline is known in advance (render); live uses 1.
+    """
+
+    mode: str = "crossfade"
+    crossfade: int = 1024
+    texture_overlap: int = 4
+    latent_smoothing_s: float = 0.05
+    control_crossfade_s: float = 0.005
+    control_period_s: float = 0.02
+    settle: float = 0.02
+    fade_in_s: float = 0.005
+    batch: int = 1
+
+    @classmethod
+    def from_bundle(cls, bundle, **overrides) -> "StreamSettings":
+        """The bundle's recommended `streaming` settings; overrides that are None are ignored."""
+        s = bundle.streaming
+        out = cls(
+            mode=s.mode,
+            crossfade=int(s.crossfade),
+            texture_overlap=int(s.texture_overlap),
+            latent_smoothing_s=float(s.latent_smoothing_s),
+        )
+        names = {f.name for f in fields(cls)}
+        unknown = set(overrides) - names
+        if unknown:
+            raise TypeError(f"unknown stream settings: {', '.join(sorted(unknown))}")
+        return replace(out, **{k: v for k, v in overrides.items() if v is not None})
+
+
+class _Voice:
+    """One generated segment placed in stream time, with optional position-locked gates."""
+
+    __slots__ = ("slot", "start", "stop", "gate_in", "gate_out", "z", "env")
+
+    def __init__(self, slot: int, start: int, stop: int, z: np.ndarray, env: np.ndarray, gate_in: int = _NEVER):
+        self.slot = slot
+        self.start = start  # stream sample of the segment's sample 0
+        self.stop = stop  # first stream sample it no longer sounds at
+        self.gate_in = gate_in  # fades in over X samples from here (regenerated voices)
+        self.gate_out = _NEVER  # fades out over X samples from here (replaced voices)
+        self.z = z
+        self.env = env
+
+
+def _voice_order(v: _Voice) -> tuple[int, int]:
+    return (v.start, v.gate_in)
+
+
+class SegmentStream:
+    """An endless stream from `generator`, latents from `latents`, joined as `settings` say.
+
+    Not thread-safe: one thread (render's loop, or the live engine's producer)
+    calls `read`/`read_into` and, between reads, adds control steps to the
+    latent path (`Keyframes.add`) stamped at or after `position`. A step stamped
+    earlier than `position` still plays, from `position`, but then a render of
+    the same timeline can no longer match.
+    """
+
+    def __init__(self, generator: SegmentGenerator, latents: LatentPath, settings: StreamSettings | None = None):
+        s = settings or StreamSettings()
+        n, sr = int(generator.segment), int(generator.sample_rate)
+        if latents.latent_size != generator.latent_size:
+            raise ValueError(f"latents have size {latents.latent_size}, the generator takes {generator.latent_size}")
+        if s.mode not in MODES:
+            raise ValueError(f"unknown stream mode {s.mode!r} (one of {', '.join(MODES)})")
+        if s.batch < 1:
+            raise ValueError(f"batch must be >= 1, got {s.batch}")
+        if not 0.0 < s.settle < 1.0:
+            raise ValueError(f"settle must be in (0, 1), got {s.settle}")
+        self.generator, self.settings = generator, s
+        self.sample_rate, self.segment = sr, n
+
+        i = np.arange(n, dtype=np.float64)
+        if s.mode == "crossfade":
+            c = int(s.crossfade)
+            if not 0 <= c <= n // 2:
+                raise ValueError(f"crossfade must be between 0 and segment/2 = {n // 2}, got {c}")
+            self.hop = n - c
+            self._first = 0
+            theta = 0.5 * np.pi * (np.arange(c) + 0.5) / max(c, 1)
+            env = np.ones(n)
+            env[n - c :] = np.cos(theta)
+            self._env_first = env.astype(np.float32)  # segment 0: no fade-in, the stream fade-in does it
+            env[:c] = np.sin(theta)
+            self._env = env.astype(np.float32)
+            alive = 2
+        else:
+            ov = int(s.texture_overlap)
+            if ov < 2 or n % ov:
+                raise ValueError(f"texture_overlap must be >= 2 and divide the segment ({n}), got {ov}")
+            self.hop = n // ov
+            self._first = -(ov - 1)
+            self._env = ((0.5 - 0.5 * np.cos(2 * np.pi * i / n)) * (2.0 / ov)).astype(np.float32)
+            self._env_first = self._env
+            alive = ov
+
+        self._x = max(1, round(s.control_crossfade_s * sr))  # control crossfade, samples
+        self._r = max(self._x, round(s.control_period_s * sr))  # least regeneration spacing, samples
+        tau = max(0.0, s.latent_smoothing_s) * sr
+        self.latents = SmoothedLatent(latents, tau, lookahead=self._r)
+        self._settle_len = tau * math.log(1.0 / s.settle)
+        k = np.arange(self._x, dtype=np.float64)
+        self._ramp_in = (np.sin(0.5 * np.pi * (k + 0.5) / self._x) ** 2).astype(np.float32)
+        self._ramp_out = (1.0 - self._ramp_in.astype(np.float64)).astype(np.float32)
+        f = max(0, round(s.fade_in_s * sr))
+        self._fade = (np.sin(0.5 * np.pi * (np.arange(f) + 0.5) / max(f, 1)) ** 2).astype(np.float32)
+
+        slots = 2 * alive + max(s.batch, alive) + 2
+        self._audio = np.zeros((slots, n), dtype=np.float32)
+        self._free = list(range(slots - 1, -1, -1))
+        self._voices: list[_Voice] = []
+        self._scratch = np.zeros(n, dtype=np.float32)
+        # A generator with generate_into (the ONNX `Generator`) writes into this, not a fresh array.
+        self._generate_into = getattr(generator, "generate_into", None)
+        self._generated = np.zeros((slots, n), dtype=np.float32) if self._generate_into else None
+
+        self._pos = 0
+        self._next_k = self._first  # next hop segment to generate
+        self._step_seen = 0  # steps up to here have been scheduled (steps are > 0)
+        self._last_step = _NEVER
+        self._last_regen = _NEVER
+        self._next_regen: int | None = None
+        self.segments_generated = 0  # hop segments
+        self.regenerations = 0  # regenerated segments (control changes)
+        self.generator_calls = 0
+
+    @property
+    def position(self) -> int:
+        """Samples read so far (model rate)."""
+        return self._pos
+
+    def join_positions(self, stop: int) -> np.ndarray:
+        """Stream samples in [0, stop) where a segment starts (its fade-in or window begins)."""
+        k0 = max(1, self._first + 1) if self.settings.mode == "crossfade" else 1
+        return np.arange(k0 * self.hop, stop, self.hop, dtype=np.int64)
+
+    def read(self, n: int) -> np.ndarray:
+        """The next n samples, (n,) float32."""
+        out = np.empty(n, dtype=np.float32)
+        self.read_into(out)
+        return out
+
+    def read_into(self, out: np.ndarray) -> None:
+        """Fill `out` ((n,) float32) with the next n samples."""
+        n = len(out)
+        out[:] = 0.0
+        done = 0
+        while done < n:
+            self._events()
+            m = min(n - done, self._next_event() - self._pos)
+            a, b = self._pos, self._pos + m
+            view = out[done : done + m]
+            for v in self._voices:
+                self._mix(v, a, b, view)
+            if a < len(self._fade):
+                e = min(b, len(self._fade))
+                view[: e - a] *= self._fade[a:e]
+            self._pos = b
+            done += m
+            self._retire()
+
+    # -- events -------------------------------------------------------------
+
+    def _next_event(self) -> int:
+        t = self._next_k * self.hop
+        if self._next_regen is not None:
+            t = min(t, self._next_regen)
+        step = self.latents.next_step(self._step_seen + 1)
+        if step is not None:
+            t = min(t, max(step, self._pos + 1))
+        return t
+
+    def _events(self) -> None:
+        """Everything that happens at the current position: steps, regeneration, new segments."""
+        pos = self._pos
+        while True:
+            step = self.latents.next_step(self._step_seen + 1)
+            if step is None or step > pos:
+                break
+            # A step stamped before the present (a late live event) takes effect now.
+            self._step_seen = step
+            self._last_step = step
+            if self._next_regen is None:
+                self._next_regen = max(pos, self._last_regen + self._r)
+
+        rows: list[np.ndarray] = []
+        regen: list[_Voice] = []
+        if self._next_regen == pos:
+            z = self.latents.latent(pos)
+            for v in self._voices:
+                if v.start <= pos < v.stop and v.gate_out == _NEVER and not np.array_equal(v.z, z):
+                    regen.append(v)
+                    rows.append(z)
+            self._last_regen = pos
+            nxt = pos + self._r
+            # Go on while the glide left at the next regeneration's target time is above `settle`.
+            self._next_regen = nxt if nxt + self._r - self._last_step < self._settle_len else None
+
+        new: list[int] = []
+        if self._next_k * self.hop <= pos:
+            while self._next_k * self.hop <= pos or len(new) < self.settings.batch:
+                new.append(self._next_k)
+                self._next_k += 1
+            rows.extend(self.latents.latent(k * self.hop) for k in new)
+        if not rows:
+            return
+
+        z = np.stack(rows)
+        if self._generate_into is not None:
+            audio = self._generate_into(z.astype(np.float32), self._generated[: len(rows)])
+        else:
+            audio = np.asarray(self.generator.generate(z.astype(np.float32)))
+        if audio.shape != (len(rows), self.segment):
+            raise ValueError(f"generator returned shape {audio.shape}, expected {(len(rows), self.segment)}")
+        self.generator_calls += 1
+        for i, v in enumerate(regen):
+            w = self._voice(audio[i], v.start, v.env, z[i], gate_in=pos)
+            w.stop = v.stop
+            v.gate_out = pos
+            v.stop = min(v.stop, pos + self._x)
+        for i, k in enumerate(new, start=len(regen)):
+            env = self._env_first if k == self._first else self._env
+            self._voice(audio[i], k * self.hop, env, z[i])
+        # Mix in a canonical order, so batching (which changes when voices are made) changes no rounding.
+        self._voices.sort(key=_voice_order)
+        self.regenerations += len(regen)
+        self.segments_generated += len(new)
+
+    def _voice(self, audio: np.ndarray, start: int, env: np.ndarray, z: np.ndarray, gate_in: int = _NEVER) -> _Voice:
+        if not self._free:
+            raise RuntimeError("no free voice slot (stream settings allow more overlap than planned)")
+        slot = self._free.pop()
+        np.multiply(audio, env, out=self._audio[slot])
+        v = _Voice(slot, start, start + self.segment, z, env, gate_in)
+        self._voices.append(v)
+        return v
+
+    def _retire(self) -> None:
+        pos = self._pos
+        if any(v.stop <= pos for v in self._voices):
+            keep = []
+            for v in self._voices:
+                if v.stop <= pos:
+                    self._free.append(v.slot)
+                else:
+                    keep.append(v)
+            self._voices = keep
+
+    # -- mixing -------------------------------------------------------------
+
+    def _mix(self, v: _Voice, a: int, b: int, out: np.ndarray) -> None:
+        """Add voice v's samples for stream time [a, b) into out (which starts at a)."""
+        lo = max(a, v.start, v.gate_in)
+        hi = min(b, v.stop)
+        if lo >= hi:
+            return
+        x = self._x
+        cuts = [lo]
+        for c in (v.gate_in + x, v.gate_out):
+            if lo < c < hi:
+                cuts.append(c)
+        cuts.sort()
+        cuts.append(hi)
+        src = self._audio[v.slot]
+        for p, q in zip(cuts[:-1], cuts[1:]):
+            seg = src[p - v.start : q - v.start]
+            dst = out[p - a : q - a]
+            fading_in = p < v.gate_in + x
+            fading_out = v.gate_out != _NEVER and p >= v.gate_out
+            if not (fading_in or fading_out):
+                dst += seg
+                continue
+            tmp = self._scratch[: q - p]
+            if fading_in:
+                np.multiply(seg, self._ramp_in[p - v.gate_in : q - v.gate_in], out=tmp)
+                if fading_out:
+                    tmp *= self._ramp_out[p - v.gate_out : q - v.gate_out]
+            else:
+                np.multiply(seg, self._ramp_out[p - v.gate_out : q - v.gate_out], out=tmp)
+            dst += tmp

@@ -1,0 +1,223 @@
+"""Valid ganstream bundles for tests, made without torch (docs/bundle.md, format version 1).
+
+    from bundle_factory import make_bundle, reference_audio
+    bundle_dir = make_bundle(tmp_path / "b.gsb", segment=4096, latent_size=8)
+    audio = reference_audio(z, segment=4096, sample_rate=16000)   # what the graph computes
+
+The generator is a smooth, periodic synthesiser: audio = tanh(z @ W) @ S, where W is a
+fixed seeded (D, 2H) matrix and S holds H harmonics of about 110 Hz as sine and cosine
+rows, each a whole number of cycles per segment and weighted 1/h. So the output depends
+smoothly on z (amplitude and phase of each harmonic), every segment loops without a
+click, and |audio| <= 0.9 always. Streaming and render tests can rely on a click only
+ever coming from how segments are joined.
+
+The signature of make_bundle is stable: other test files call it; add keyword arguments
+at the end, never reorder or rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+HARMONICS = 8
+BASE_HZ = 110.0
+PEAK = 0.9
+OPSET = 17
+IR_VERSION = 8  # readable by every onnxruntime >= 1.10
+CONTROL_ITEMS = (
+    {"name": "pc1", "kind": "principal", "explained_variance": 0.31},
+    {"name": "pc2", "kind": "principal", "explained_variance": 0.17},
+    {"name": "pc3", "kind": "principal", "explained_variance": 0.08},
+    {"name": "brightness", "kind": "descriptor", "descriptor": "spectral_centroid", "r2": 0.41},
+    {"name": "loudness", "kind": "descriptor", "descriptor": "loudness", "r2": 0.52},
+)
+
+
+def make_bundle(
+    directory: Path,
+    *,
+    segment: int = 4096,
+    sample_rate: int = 16000,
+    latent_size: int = 8,
+    distribution: str = "uniform",
+    controls: bool = True,
+    dtype: str = "float32",
+    name: str = "test",
+    streaming: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a valid bundle into `directory` (created) and return it.
+
+    dtype "float16" makes an fp16 bundle: float16 weights, input and output.
+    controls=True writes controls.npy with pc1, pc2, pc3, brightness and loudness;
+    False writes `"controls": null`. streaming: fields to override in the manifest's
+    `streaming` section (e.g. {"mode": "texture"}).
+    """
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    onnx.save(generator_model(segment, sample_rate, latent_size, dtype), directory / "generator.onnx")
+
+    control_section = None
+    if controls:
+        rows = control_directions(latent_size)
+        np.save(directory / "controls.npy", rows)
+        # A knob at +-1 moves two standard deviations of random latents along a unit direction.
+        scale = 2.0 * (1.0 if distribution == "normal" else 1.0 / np.sqrt(3.0))
+        items = [{**item, "row": i, "scale": round(float(scale), 6)} for i, item in enumerate(CONTROL_ITEMS)]
+        control_section = {"file": "controls.npy", "items": items}
+
+    manifest = {
+        "format": "ganstream-bundle",
+        "format_version": 1,
+        "name": name,
+        "model": {
+            "kind": "waveform",
+            "architecture": "test-harmonic",
+            "sample_rate": sample_rate,
+            "segment": segment,
+            "latent": {"size": latent_size, "distribution": distribution},
+        },
+        "graphs": {
+            "generator": {
+                "file": "generator.onnx",
+                "inputs": [{"name": "z", "shape": ["batch", latent_size], "dtype": dtype}],
+                "outputs": [{"name": "audio", "shape": ["batch", segment], "dtype": dtype}],
+                "precision": "fp16" if dtype == "float16" else "fp32",
+                "opset": OPSET,
+                "parity_max_abs_error": 0.0,
+            }
+        },
+        "spectral": None,
+        "controls": control_section,
+        "streaming": {
+            "mode": "crossfade",
+            "crossfade": segment // 4,
+            "texture_overlap": 4 if segment % 4 == 0 else 1,
+            "latent_smoothing_s": 0.05,
+            "walk_rate": 0.2,
+            "walk_depth": 0.35,
+            **(streaming or {}),
+        },
+        "files": {},
+        "provenance": {
+            "run_name": name,
+            "config_hash": "00000000",
+            "step": 0,
+            "checkpoint": "latest",
+            "weights": "ema",
+            "ganstream_version": "0.1.0",
+            "created": "2026-01-01T00:00:00Z",
+            "command": "tests/bundle_factory.py make_bundle",
+        },
+    }
+    write_manifest(directory, manifest)
+    return rehash(directory)
+
+
+def weights(latent_size: int, segment: int, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """(W (D, 2H), S (2H, segment)) float32, the same for the same arguments."""
+    rng = np.random.default_rng(1234 + latent_size)
+    w = (rng.standard_normal((latent_size, 2 * HARMONICS)) * 2.0 / np.sqrt(latent_size)).astype(np.float32)
+    t = np.arange(segment) / sample_rate
+    norm = PEAK / (np.sqrt(2.0) * sum(1.0 / h for h in range(1, HARMONICS + 1)))
+    basis = np.empty((2 * HARMONICS, segment))
+    for h in range(1, HARMONICS + 1):
+        # A whole number of cycles per segment, so every segment loops seamlessly.
+        cycles = min(max(1, round(BASE_HZ * h * segment / sample_rate)), segment // 2)
+        phase = 2.0 * np.pi * cycles * sample_rate / segment * t
+        basis[2 * h - 2] = np.sin(phase) * norm / h
+        basis[2 * h - 1] = np.cos(phase) * norm / h
+    return w, basis.astype(np.float32)
+
+
+def reference_audio(z: np.ndarray, *, segment: int = 4096, sample_rate: int = 16000, dtype: str = "float32") -> np.ndarray:
+    """The bundle graph in numpy: (B, D) latents -> (B, segment) float32 (float16 rounding when dtype is float16)."""
+    w, basis = weights(z.shape[1], segment, sample_rate)
+    if dtype == "float16":
+        z, w, basis = (np.asarray(a, np.float16).astype(np.float32) for a in (z, w, basis))
+        return (np.tanh(z @ w) @ basis).astype(np.float16).astype(np.float32)
+    return (np.tanh(np.asarray(z, np.float32) @ w) @ basis).astype(np.float32)
+
+
+def generator_model(segment: int, sample_rate: int, latent_size: int, dtype: str = "float32") -> onnx.ModelProto:
+    """The ONNX graph: z (batch, D) -> audio (batch, segment), in float32 or float16 I/O and weights."""
+    w, basis = weights(latent_size, segment, sample_rate)
+    half = dtype == "float16"
+    elem = TensorProto.FLOAT16 if half else TensorProto.FLOAT
+    store = np.float16 if half else np.float32
+    inits = [numpy_helper.from_array(w.astype(store), "W"), numpy_helper.from_array(basis.astype(store), "S")]
+    if half:  # fp16 weights and I/O, computed in float32 (portable: the CPU provider lacks some fp16 kernels)
+        nodes = [
+            helper.make_node("Cast", ["z"], ["z32"], to=TensorProto.FLOAT),
+            helper.make_node("Cast", ["W"], ["W32"], to=TensorProto.FLOAT),
+            helper.make_node("Cast", ["S"], ["S32"], to=TensorProto.FLOAT),
+            helper.make_node("MatMul", ["z32", "W32"], ["pre"]),
+            helper.make_node("Tanh", ["pre"], ["coef"]),
+            helper.make_node("MatMul", ["coef", "S32"], ["audio32"]),
+            helper.make_node("Cast", ["audio32"], ["audio"], to=TensorProto.FLOAT16),
+        ]
+    else:
+        nodes = [
+            helper.make_node("MatMul", ["z", "W"], ["pre"]),
+            helper.make_node("Tanh", ["pre"], ["coef"]),
+            helper.make_node("MatMul", ["coef", "S"], ["audio"]),
+        ]
+    graph = helper.make_graph(
+        nodes,
+        "harmonic_generator",
+        [helper.make_tensor_value_info("z", elem, ["batch", latent_size])],
+        [helper.make_tensor_value_info("audio", elem, ["batch", segment])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="ganstream-tests")
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    return model
+
+
+def control_directions(latent_size: int) -> np.ndarray:
+    """(len(CONTROL_ITEMS), D) float32 unit rows, seeded."""
+    rng = np.random.default_rng(99)
+    rows = rng.standard_normal((len(CONTROL_ITEMS), latent_size))
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def read_manifest(directory: Path) -> dict:
+    return json.loads((Path(directory) / "manifest.json").read_text())
+
+
+def write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
+    (Path(directory) / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def rehash(directory: Path) -> Path:
+    """Rewrite the manifest's `files` from what is on disk (after a test changed a file on purpose)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    manifest["files"] = {
+        p.relative_to(directory).as_posix(): {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "bytes": p.stat().st_size}
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
+    write_manifest(directory, manifest)
+    return directory
+
+
+def zip_bundle(directory: Path, zip_path: Path, *, folder: bool = False) -> Path:
+    """Zip a bundle directory: files at the top of the archive, or (folder=True) inside one folder."""
+    directory = Path(directory)
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(directory.rglob("*")):
+            if p.is_file():
+                rel = p.relative_to(directory).as_posix()
+                zf.write(p, f"{directory.name}/{rel}" if folder else rel)
+    return Path(zip_path)
