@@ -1,0 +1,67 @@
+"""`ganstream export RUN_DIR -o BUNDLE`: a training run's generator as a bundle the live engine plays."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+
+from ganstream.training.checkpoint import CheckpointError
+from ganstream.training.config import ConfigError
+
+from .bundle import export_run
+from .controls import DEFAULT_K
+from .onnx import DEFAULT_OPSET, TOLERANCE, ExportError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ganstream export",
+        description=(
+            "Export a run's generator (its EMA weights when it kept them) to ONNX, check it against PyTorch, "
+            "derive musical controls and write a bundle (docs/bundle.md)."
+        ),
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the training run directory (runs/NAME-HASH)")
+    p.add_argument("-o", "--out", metavar="BUNDLE", required=True, help="the bundle directory to write (an earlier bundle there is replaced)")
+    p.add_argument("--checkpoint", default="latest", metavar="latest|best|PATH", help="which checkpoint (default: latest)")
+    p.add_argument("--fp16", action="store_true", help=f"store weights as float16: half the file, parity limit {TOLERANCE['fp16']:g} instead of {TOLERANCE['fp32']:g}")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N", help=f"ONNX opset (default: {DEFAULT_OPSET})")
+    p.add_argument("--zip", action="store_true", help="also write BUNDLE.zip with the same files")
+    p.add_argument("--controls", type=int, default=DEFAULT_K, metavar="K", help=f"principal (GANSpace) controls (default: {DEFAULT_K}); 0 writes no controls")
+    p.add_argument("--name", help="the bundle's display name (default: the run's name)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the parity and control latents (default: 0)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.controls < 0:
+        print("ganstream export: error: --controls must be 0 or more", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    try:
+        out = export_run(
+            args.run_dir,
+            args.out,
+            checkpoint=args.checkpoint,
+            fp16=args.fp16,
+            opset=args.opset,
+            controls=args.controls,
+            make_zip=args.zip,
+            name=args.name,
+            seed=args.seed,
+            command=shlex.join(["ganstream", "export", *argv]),
+            log=print,
+        )
+    except (ExportError, CheckpointError, ConfigError) as e:
+        print(f"ganstream export: error: {e}", file=sys.stderr)
+        return 1
+    print(f"done in {time.perf_counter() - start:.1f} s: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
