@@ -75,12 +75,14 @@ def test_config_is_written_before_the_first_step(tiny_config):
 
 
 def test_resume_is_exact(tiny_config, tmp_path):
-    """Stopping at step 3 and resuming gives bit-identical weights, optimisers and EMA to a straight run."""
-    straight_cfg = tiny_config("train.steps=6", f"run.out_dir={tmp_path / 'a'}", "model.phase_shuffle=2", "data.synth_items=40")
+    """Stopping at step 3 and resuming gives bit-identical weights, optimisers and EMA to a straight run.
+    Evaluating every 2 steps in between draws nothing from the random streams training uses."""
+    evals = ("train.eval_every=2", "train.eval_samples=8")
+    straight_cfg = tiny_config("train.steps=6", f"run.out_dir={tmp_path / 'a'}", "model.phase_shuffle=2", "data.synth_items=40", *evals)
     straight = Run(straight_cfg, run_dir_for(straight_cfg), CPU)
     straight.train()
 
-    cfg = tiny_config("train.steps=6", f"run.out_dir={tmp_path / 'b'}", "model.phase_shuffle=2", "data.synth_items=40")
+    cfg = tiny_config("train.steps=6", f"run.out_dir={tmp_path / 'b'}", "model.phase_shuffle=2", "data.synth_items=40", *evals)
     first = Run(cfg, run_dir_for(cfg), CPU)
     first.train(callbacks=(lambda r: r.request_stop() if r.step == 3 else None,))
     assert first.step == 3 and load_checkpoint(first.run_dir / "checkpoints" / "latest.pt")["step"] == 3
@@ -92,8 +94,12 @@ def test_resume_is_exact(tiny_config, tmp_path):
     assert tensors_equal(straight.trainer.state(), resumed.trainer.state())
     # The data order continued too: the next batch both would read is the same.
     assert straight.order.state() == resumed.order.state()
-    steps = [int(float(r["step"])) for r in csv.DictReader(open(resumed.run_dir / "metrics.csv"))]
-    assert steps == [1, 2, 3, 4, 5, 6]
+    rows = list(csv.DictReader(open(resumed.run_dir / "metrics.csv")))
+    assert [int(float(r["step"])) for r in rows if r["loss_d"]] == [1, 2, 3, 4, 5, 6]
+    assert [int(float(r["step"])) for r in rows if r["eval/fd_logmel"]] == [2, 4, 6]
+    # The resumed run knew the best score so far: best.pt holds the best of all three evaluations.
+    best = load_checkpoint(resumed.run_dir / "checkpoints" / "best.pt")["best"]
+    assert best["value"] == min(float(r["eval/fd_logmel"]) for r in rows if r["eval/fd_logmel"])
 
 
 def test_nan_loss_rolls_back_with_halved_learning_rate(tiny_config, monkeypatch):

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from .metrics import METRICS
 from .models import MODEL_CONFIGS
 
 
@@ -99,11 +100,22 @@ class TrainLoopConfig:
     max_rollbacks: int = 3  # NaN/inf losses roll back to the last checkpoint with halved learning rates, at most this often
     tensorboard: bool = True
     progress: bool = True
+    eval_every: int = 500  # steps between scoring the EMA generator against held-out data (evaluate.py); 0 disables
+    eval_samples: int = 256  # clips generated from fixed latents at every evaluation (NDB needs ~250 to see a missing bin)
+    best_metric: str = "fd_logmel"  # checkpoints/best.pt holds the step that scored best on this (metrics.METRICS)
+    classifier: str = ""  # a `ganstream train-classifier` file: evaluations add fd_classifier and is
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "ckpt_every", "log_every", "preview_every", "preview_count"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, not {getattr(self, name)}")
+        if self.eval_every < 0 or self.eval_samples < 2:
+            raise ValueError(f"eval_every: 0 (off) or more, eval_samples: at least 2, not {self.eval_every} and {self.eval_samples}")
+        selectable = sorted(name for name, m in METRICS.items() if m.selectable)
+        if self.best_metric not in selectable:
+            raise ValueError(f"best_metric: unknown or not a quality metric {self.best_metric!r} (known: {', '.join(selectable)})")
+        if METRICS[self.best_metric].needs_classifier and not self.classifier:
+            raise ValueError(f"best_metric: {self.best_metric} needs a classifier (train.classifier=PATH, from `ganstream train-classifier`)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: in [0, 1), not {self.ema_decay}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -136,6 +148,8 @@ class TrainConfig:
 OPERATIONAL = frozenset({
     "steps", "device", "progress", "tensorboard", "log_every", "preview_every",
     "ckpt_every", "ckpt_minutes", "keep_checkpoints", "max_rollbacks",
+    # Evaluation reads the generator and draws from its own RNGs: it never changes what is trained.
+    "eval_every", "eval_samples", "best_metric", "classifier",
 })
 
 SECTIONS: dict[str, type] = {

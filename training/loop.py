@@ -20,10 +20,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .checkpoint import LATEST, CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import BEST, FORMAT, LATEST, CheckpointError, load_checkpoint, save_atomic, save_checkpoint
 from .config import ConfigError, TrainConfig, config_from_dict, save_config
 from .data import load_dataset
 from .distributed import DistInfo, any_flags, average_gradients, gather_objects
+from .evaluate import Evaluator
 from .gan import GANTrainer
 from .models import sample_latents
 from .monitor import Monitor
@@ -129,6 +130,8 @@ class Run:
         if resume:
             self._restore(load_checkpoint(run_dir / "checkpoints" / LATEST))
         self.monitor = Monitor(run_dir, cfg.data.sample_rate, dist.main, cfg.train.tensorboard, self.step if resume else None)
+        # Only the main process evaluates; the others wait for it at the next collective.
+        self.evaluator = Evaluator(cfg, device, self.ckpt_dir / BEST if resume else None) if dist.main and cfg.train.eval_every else None
         if not resume:
             if dist.main:
                 run_dir.mkdir(parents=True, exist_ok=True)
@@ -215,6 +218,17 @@ class Run:
         g.eval()
         return g(self.preview_z)[:, 0].float().cpu().numpy()
 
+    def evaluate(self) -> dict[str, float]:
+        """Scores the EMA generator against held-out data; writes best.pt when train.best_metric improves."""
+        scores = self.evaluator(self.trainer.export_generator)
+        if not scores:
+            return scores
+        self.monitor.scalars(self.step, {f"eval/{k}": v for k, v in scores.items()})
+        if self.evaluator.improved(scores, self.step):
+            state = {"format": FORMAT, "config": self.cfg.to_dict(), "step": self.step, "trainer": self.trainer.state(), "best": self.evaluator.best}
+            save_atomic(state, self.ckpt_dir / BEST)
+        return scores
+
     def request_stop(self) -> None:
         """Asks the loop to checkpoint and return at the end of the current step (Ctrl-C, SIGTERM)."""
         self.stop_requested = True
@@ -243,6 +257,8 @@ class Run:
                     bar.set_postfix(d=f"{stats['loss_d']:.3f}", g=f"{stats['loss_g']:.3f}", refresh=False)
                 if self.step % cfg.log_every == 0 or self.step == 1:
                     self.monitor.scalars(self.step, stats)
+                if self.evaluator is not None and self.step % cfg.eval_every == 0:
+                    self.evaluate()
                 if self.step % cfg.preview_every == 0:
                     self.monitor.previews(self.step, self.generate_previews())
                     self.monitor.plot()

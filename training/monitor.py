@@ -104,7 +104,8 @@ class Monitor:
         import matplotlib.pyplot as plt
 
         extra = sorted({k for r in self.history for k in r} - {"step"} - {k for ks in PANELS.values() for k in ks})
-        panels = {**PANELS, **({"evaluation": tuple(extra)} if extra else {})}
+        # One panel per evaluation metric: their scales differ by orders of magnitude.
+        panels = {**PANELS, **{key: (key,) for key in extra}}
         fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.4 * len(panels)), sharex=True)
         for ax, (title, keys) in zip(np.atleast_1d(axes), panels.items()):
             for key in keys:
