@@ -14,6 +14,8 @@ from . import __version__
 # subcommand -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("ganstream.training.cli", "main", "train a GAN on a folder of audio or a built-in set"),
+    "eval": ("ganstream.training.evaluate", "main", "score a run or bundle against real audio, beside a floor and a ceiling"),
+    "train-classifier": ("ganstream.training.classifier", "main", "train the audio classifier behind classifier FD and the Inception Score"),
     "export": ("ganstream.export.cli", "main", "export a training run to an ONNX bundle"),
     "render": ("ganstream.realtime.cli", "render_main", "render endless audio from a bundle to a WAV or FLAC file"),
 }
