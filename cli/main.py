@@ -18,6 +18,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train-classifier": ("ganstream.training.classifier", "main", "train the audio classifier behind classifier FD and the Inception Score"),
     "export": ("ganstream.export.cli", "main", "export a training run to an ONNX bundle"),
     "render": ("ganstream.realtime.cli", "render_main", "render endless audio from a bundle to a WAV or FLAC file"),
+    "play": ("ganstream.realtime.cli", "play_main", "play a bundle live on a sound device, controlled by OSC and MIDI"),
+    "devices": ("ganstream.realtime.cli", "devices_main", "list the audio output devices"),
+    "bench": ("ganstream.realtime.cli", "bench_main", "measure the live engine's real-time factor and control latency"),
 }
 
 

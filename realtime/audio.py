@@ -8,6 +8,7 @@ happens in the producer thread. Mono goes to every output channel.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from time import monotonic as _monotonic
 from typing import Any
 
 import numpy as np
@@ -83,40 +84,85 @@ def resolve_device(spec: str | int | None) -> OutputDevice:
     return (exact or matches)[0]
 
 
+def rescan() -> None:
+    """Re-initialise PortAudio so it sees servers and devices that appeared since it started (a JACK server)."""
+    sd = _sd()
+    sd._terminate()
+    sd._initialize()
+
+
+LOG_BLOCKS = 1 << 13  # blocks remembered (position, DAC time) for latency measurement
+MAX_CHANNELS = 32
+
+
 class AudioOutput:
-    """A PortAudio output stream that plays what the producer writes into `ring`."""
+    """A PortAudio output stream that plays what the producer writes into `ring`, mono to every channel.
+
+    The callback copies one block from the ring and notes where it was in the
+    stream and when it reaches the DAC (PortAudio's outputBufferDacTime) in a
+    preallocated log: no allocation of buffers, no lock, no I/O.
+    """
 
     def __init__(self, ring: Ring, sample_rate: int, device: str | int | None = None, blocksize: int = 256, latency: str | float = "low"):
         sd = _sd()
         self.ring = ring
         self.device = resolve_device(device)
+        self.name = f"{self.device.name} [{self.device.hostapi}]"
         self.sample_rate = sample_rate
         self.blocksize = blocksize
-        self.channels = max(1, min(2, self.device.channels))
+        self.channels = max(1, min(MAX_CHANNELS, self.device.channels))
         try:
             sd.check_output_settings(self.device.index, channels=self.channels, dtype="float32", samplerate=sample_rate)
         except Exception as e:
             raise AudioError(
-                f"{self.device.name} [{self.device.hostapi}] does not play {sample_rate} Hz ({e}); "
+                f"{self.name} does not play {sample_rate} Hz ({_reason(e)}); "
                 f"use --sample-rate {int(self.device.default_rate)} (its default) or another --device"
             ) from None
         self.xruns = 0  # blocks the device itself reported as underflowed
-        # Written by the callback, read by the status line and the latency benchmark.
-        self.last_block_position = 0  # stream sample position of the last block's first sample
-        self.last_block_dac_time = 0.0  # when that sample reaches the DAC, on the stream's clock
-        self._stream = sd.OutputStream(
-            samplerate=sample_rate, blocksize=blocksize, device=self.device.index, channels=self.channels,
-            dtype="float32", latency=latency, callback=self._callback,
-        )
+        # Written by the callback only; read by the status line and the latency measurement.
+        self.block_pos = np.zeros(LOG_BLOCKS, dtype=np.int64)  # ring position of each block's first sample
+        self.block_dac = np.zeros(LOG_BLOCKS, dtype=np.float64)  # when that sample reaches the DAC
+        self.blocks = 0
+        self.xrun_blocks = np.zeros(64, dtype=np.int64)  # block numbers of the last 64 underflows
+        # Callbacks that began more than half a block after PortAudio called back (this process's
+        # fault: a thread kept the GIL), and the longest such wait in seconds.
+        self.late_callbacks = 0
+        self.late_blocks = np.zeros(64, dtype=np.int64)
+        self.callback_wait_max = 0.0
+        self._late = 0.5 * blocksize / sample_rate
+        self.first_sound: tuple[float, float] | None = None  # (DAC time, time.monotonic()) of the first sound
+        self._mask = LOG_BLOCKS - 1
+        try:
+            self._stream = sd.OutputStream(
+                samplerate=sample_rate, blocksize=blocksize, device=self.device.index, channels=self.channels,
+                dtype="float32", latency=latency, callback=self._callback,
+            )
+        except Exception as e:
+            raise AudioError(
+                f"cannot open {self.name} at {sample_rate} Hz with {blocksize}-frame blocks ({_reason(e)}); "
+                f"try another --blocksize, --sample-rate {int(self.device.default_rate)} or --device"
+            ) from None
 
     def _callback(self, outdata: np.ndarray, frames: int, time: Any, status: Any) -> None:
+        # How long after the host called back this Python code runs: waiting for the GIL, mostly.
+        wait = self._stream.time - time.currentTime
+        if wait > self.callback_wait_max:
+            self.callback_wait_max = wait
+        if wait > self._late:
+            self.late_blocks[self.late_callbacks & 63] = self.blocks
+            self.late_callbacks += 1
         if status.output_underflow:
+            self.xrun_blocks[self.xruns & 63] = self.blocks
             self.xruns += 1
-        self.last_block_position = self.ring.read_position
-        self.last_block_dac_time = time.outputBufferDacTime
-        self.ring.read_into(outdata[:, 0])
+        i = self.blocks & self._mask
+        self.block_pos[i] = self.ring.read_position
+        self.block_dac[i] = time.outputBufferDacTime
+        n = self.ring.read_into(outdata[:, 0])
         if self.channels > 1:
             outdata[:, 1:] = outdata[:, :1]
+        self.blocks += 1
+        if n and self.first_sound is None:
+            self.first_sound = (time.outputBufferDacTime, _monotonic())
 
     @property
     def latency(self) -> float:
@@ -131,5 +177,12 @@ class AudioOutput:
         self._stream.start()
 
     def stop(self) -> None:
-        self._stream.stop()
-        self._stream.close()
+        try:
+            self._stream.stop()
+        finally:
+            self._stream.close()
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]

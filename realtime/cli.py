@@ -1,4 +1,4 @@
-"""Command-line entry points of the live engine: `ganstream render` (and, later, play, devices, bench).
+"""Command-line entry points of the live engine: `ganstream render`, `play`, `devices` and `bench`.
 
 `cli/main.py` routes `ganstream render ...` to `render_main(argv)`. Every
 command here returns an exit status instead of raising: 0 on success, 2 with
@@ -10,6 +10,10 @@ at the model rate, resampled to the output rate (default 48000 Hz) with a
 streaming resampler, and written to a temporary file beside the output that
 is renamed into place when complete. Identical inputs give a bit-identical
 file on the same machine and execution provider.
+
+play: the live engine (`engine.Engine`) on a sound device, driven by OSC and
+MIDI, with a one-line status until Ctrl-C. devices: the output devices.
+bench: the real-time factor of each mode and the control-to-sound latency.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import soundfile as sf
 from .automation import AutomationError, load_automation, load_presets
 from .bundle import BundleError, load_bundle
 from .latents import FixedLatent, Keyframes, LatentSpace, RandomWalk, Walk
-from .resample import ResampledStream
+from .resample import QUALITIES, ResampledStream
 from .stream import MODES, SegmentStream, StreamSettings
 
 DEFAULT_SAMPLE_RATE = 48000
@@ -78,6 +82,10 @@ def _render_parser() -> argparse.ArgumentParser:
     p.add_argument("--texture-overlap", type=int, help="segments overlapping in texture mode (default: the bundle's)")
     p.add_argument("--smoothing", type=float, help="latent smoothing time constant in seconds (default: the bundle's)")
     p.add_argument("--batch", type=int, default=8, help="segments per generator call (default 8)")
+    p.add_argument(
+        "--resample-quality", choices=QUALITIES, default="HQ",
+        help="resampler: soxr HQ (default), VHQ, MQ, LQ, or live (what `ganstream play` uses)",
+    )
     p.add_argument("--provider", default="auto", help="onnxruntime provider: auto, cpu, cuda, coreml, directml")
     p.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores but one)")
     bar = p.add_mutually_exclusive_group()
@@ -152,7 +160,7 @@ def _render(args: argparse.Namespace) -> int:
             raise
         raise CommandError(str(e)) from None
 
-    resampled = ResampledStream(stream, bundle.sample_rate, args.sample_rate)
+    resampled = ResampledStream(stream, bundle.sample_rate, args.sample_rate, quality=args.resample_quality)
     total = round(args.seconds * args.sample_rate)
     show = args.progress
     if show is None:
@@ -235,10 +243,392 @@ def write_audio(
             bar.close()
 
 
+# -- play ------------------------------------------------------------------------------------------
+
+
+def _stream_options(p: argparse.ArgumentParser) -> None:
+    """Options that choose the bundle, the generator and how the stream is made (play and bench)."""
+    p.add_argument("bundle", nargs="?", help="bundle directory or .zip (default: the bundle shipped with ganstream)")
+    p.add_argument("--provider", default="auto", help="onnxruntime provider: auto (default), cpu, cuda, coreml, directml")
+    p.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores but one)")
+    p.add_argument("--device", help="output device: index, name or part of it (`ganstream devices` lists them)")
+    p.add_argument("--blocksize", type=int, default=256, help="frames per audio callback (default 256)")
+    p.add_argument(
+        "--sample-rate", type=int, default=DEFAULT_SAMPLE_RATE, help=f"output rate in Hz (default {DEFAULT_SAMPLE_RATE})"
+    )
+    p.add_argument("--crossfade", type=int, help="crossfade between segments in model-rate samples (default: the bundle's)")
+    p.add_argument("--texture-overlap", type=int, help="segments overlapping in texture mode (default: the bundle's)")
+    p.add_argument("--smoothing", type=float, help="latent smoothing time constant in seconds (default: the bundle's)")
+    p.add_argument("--polyphony", type=int, default=8, help="trigger mode: voices at once (default 8)")
+    p.add_argument("--note-off", action="store_true", help="trigger mode: a note-off fades its voice out (default: one-shots)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the starting latent and of the walk (default 0)")
+    p.add_argument("--walk-rate", type=float, help="random-walk knots per second (default: the bundle's)")
+    p.add_argument("--walk-depth", type=float, help="random-walk depth in latent units (default: the bundle's)")
+    p.add_argument("--no-walk", action="store_true", help="start with the walk off (depth 0)")
+    p.add_argument(
+        "--resample-quality", choices=QUALITIES, default="live",
+        help="resampler to the output rate: live (default, 2 ms delay), or soxr HQ/MQ/LQ (20-50 ms more latency)",
+    )
+    p.add_argument(
+        "--no-realtime", action="store_true",
+        help="do not ask for real-time scheduling (SCHED_FIFO 1) for the engine's threads",
+    )
+    p.add_argument(
+        "--low-latency", action="store_true",
+        help="the smallest safety margins and 1 ms producer steps: lower latency, more CPU, less headroom",
+    )
+
+
+def _play_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="ganstream play",
+        description="Play a bundle live on a sound device, controlled over OSC and MIDI. Ctrl-C stops.",
+    )
+    _stream_options(p)
+    p.add_argument("--mode", choices=MODES, help="crossfade, texture or trigger (default: the bundle's)")
+    p.add_argument("--gain", type=float, default=1.0, help="master gain, linear 0..2 (default 1)")
+    p.add_argument("--presets", help="presets JSON file, read at start and written by preset saves")
+    p.add_argument("--osc-port", type=int, default=9000, help="OSC UDP port (default 9000; 0: any free port)")
+    p.add_argument("--osc-host", default="127.0.0.1", help="address OSC listens on (default 127.0.0.1)")
+    p.add_argument("--no-osc", action="store_true", help="no OSC server")
+    p.add_argument(
+        "--osc-reply-port", type=int,
+        help="send OSC replies (/ganstream/status, /ganstream/error) to this port on the sender's host "
+        "(default: the port each message came from)",
+    )
+    p.add_argument("--midi-map", help="MIDI map YAML (default: the built-in map; with --learn it may not exist yet)")
+    p.add_argument(
+        "--learn", action="store_true",
+        help="MIDI learn on the terminal: type a target, move a control; bindings are saved to --midi-map",
+    )
+    midi = p.add_mutually_exclusive_group()
+    midi.add_argument("--midi-in", help="MIDI input port to open (name, part of it, or index)")
+    midi.add_argument("--midi-virtual", help="create a virtual MIDI input port with this name")
+    p.add_argument("--midi-api", default="auto", help="MIDI API: auto, alsa, jack, coremidi, winmm (default auto)")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    p.add_argument("--record", help="write the session's control timeline here (JSON) when it stops")
+    p.add_argument("--stats", help="write the final status here (JSON) when it stops")
+    p.add_argument("--quiet", action="store_true", help="no status line")
+    return p
+
+
+def play_main(argv: list[str] | None = None) -> int:
+    """`ganstream play [BUNDLE] ...`; returns the exit status."""
+    return _run("play", _play, argv)
+
+
+def _engine_from_args(
+    args: argparse.Namespace, mode: str | None, *, gain: float = 1.0, presets=None, record: bool = False
+):
+    """Load the bundle, start the generator and build an Engine from play/bench options."""
+    from .engine import LOW_LATENCY, Engine, EngineSettings
+    from .inference import Generator, ProviderError
+
+    if args.blocksize < 1 or args.blocksize > 8192:
+        raise CommandError(f"--blocksize must be 1..8192, got {args.blocksize}")
+    if args.sample_rate <= 0:
+        raise CommandError(f"--sample-rate must be positive, got {args.sample_rate}")
+    if args.threads is not None and args.threads < 1:
+        raise CommandError(f"--threads must be >= 1, got {args.threads}")
+    if args.polyphony < 1:
+        raise CommandError(f"--polyphony must be >= 1, got {args.polyphony}")
+    bundle = load_bundle(args.bundle)
+    space = LatentSpace.from_bundle(bundle)
+    rate = bundle.streaming.walk_rate if args.walk_rate is None else args.walk_rate
+    depth = bundle.streaming.walk_depth if args.walk_depth is None else args.walk_depth
+    if args.no_walk:
+        depth = 0.0
+    try:
+        stream_settings = StreamSettings.from_bundle(
+            bundle, mode=mode, crossfade=args.crossfade, texture_overlap=args.texture_overlap,
+            latent_smoothing_s=args.smoothing, polyphony=args.polyphony, note_off=args.note_off or None,
+        )
+        extra = dict(LOW_LATENCY) if args.low_latency else {}
+        settings = EngineSettings(
+            sample_rate=args.sample_rate, blocksize=args.blocksize, resample_quality=args.resample_quality,
+            realtime_priority=not args.no_realtime, **extra,
+        )
+        try:
+            generator = Generator(bundle, provider=args.provider, threads=args.threads, warmup_batch_sizes=(1, 2))
+        except ProviderError as e:
+            raise CommandError(str(e)) from None
+        from .control import ControlError
+
+        try:
+            engine = Engine(
+                generator, space, stream_settings, settings, seed=args.seed, walk_rate=rate, walk_depth=depth,
+                gain=gain, presets_path=presets, record=record,
+            )
+        except ControlError as e:
+            raise CommandError(str(e)) from None
+    except ValueError as e:
+        if isinstance(e, BundleError):
+            raise
+        raise CommandError(str(e)) from None
+    return bundle, engine
+
+
+def _play(args: argparse.Namespace) -> int:
+    import json
+    import signal
+
+    from .audio import AudioError
+    from .engine import status_line
+
+    if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise CommandError(f"--seconds must be a positive number, got {args.seconds}")
+    if not (0.0 <= args.gain <= 2.0):
+        raise CommandError(f"--gain must be within 0..2, got {args.gain}")
+    started = time.monotonic()
+    if not args.no_realtime:
+        from .engine import raise_priority
+
+        raise_priority()  # before any thread starts, so that they all inherit it
+    bundle, engine = _engine_from_args(args, args.mode, gain=args.gain, presets=args.presets, record=bool(args.record))
+    osc = midi = None
+    stop_reason = "stopped"
+
+    def on_term(signum, frame):  # SIGTERM stops as cleanly as Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        # Control inputs first: their imports and set-up then cannot hold up the audio callback.
+        # MIDI before OSC, so that /ganstream/learn can reach the MIDI input.
+        if args.learn or args.midi_in is not None or args.midi_virtual is not None or args.midi_map is not None:
+            midi = _start_midi(args, engine)
+        if not args.no_osc:
+            from .osc import OscServer
+
+            try:
+                osc = OscServer(
+                    engine.controls, host=args.osc_host, port=args.osc_port, learn=midi, reply_port=args.osc_reply_port
+                ).start()
+            except OSError as e:
+                raise CommandError(
+                    f"cannot listen for OSC on {args.osc_host}:{args.osc_port} ({e.strerror or e}); "
+                    "use another --osc-port, or --no-osc"
+                ) from None
+            except ValueError as e:
+                raise CommandError(f"--osc-reply-port: {e}") from None
+        if args.learn:
+            import threading
+
+            from .midi import learn_interactively
+
+            # stdin blocks; a daemon thread lets Ctrl-C stop the engine while it waits for a line.
+            threading.Thread(
+                target=learn_interactively, args=(midi, sys.stdin, lambda text: print(text, file=sys.stderr)),
+                name="ganstream-learn", daemon=True,
+            ).start()
+        try:
+            engine.start("device", device=args.device)
+        except AudioError as e:
+            raise CommandError(str(e)) from None
+        out = engine.output
+        print(
+            f"ganstream play: {bundle.name} ({bundle.sample_rate} Hz) on {out.name}, {args.sample_rate} Hz, "
+            f"{args.blocksize}-frame blocks, {engine.provider}, {engine.stream_settings.mode} mode, "
+            f"producer {engine.priority}"
+            + (f"; OSC on {args.osc_host}:{osc.port}" if osc else "")
+            + (f"; MIDI {midi.port_name!r} ({midi.api_label})" if midi else ""),
+            file=sys.stderr,
+        )
+        tty = sys.stderr.isatty() and not args.quiet
+        last_line = 0.0
+        end = None if args.seconds is None else time.monotonic() + args.seconds
+        while end is None or time.monotonic() < end:
+            time.sleep(0.1 if end is None else max(0.0, min(0.1, end - time.monotonic())))
+            if engine.error is not None:
+                raise CommandError(f"the audio producer stopped: {engine.error}")
+            now = time.monotonic()
+            if tty and now - last_line >= 0.25:
+                print("\r" + status_line(engine.status()) + "\x1b[K", end="", file=sys.stderr, flush=True)
+                last_line = now
+            elif not tty and not args.quiet and now - last_line >= 10.0:
+                print(status_line(engine.status()), file=sys.stderr, flush=True)
+                last_line = now
+        stop_reason = "done"
+    except KeyboardInterrupt:
+        stop_reason = "interrupted"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        # The status as it played: closing a JACK MIDI client can make JACK itself xrun.
+        final = engine.status() if engine.running else None
+        for part in (midi, osc):
+            if part is not None:
+                try:
+                    part.stop()
+                except Exception:  # stopping must go on
+                    pass
+        engine.stop()
+    st = final or engine.final_status or engine.status()
+    if not args.quiet:
+        print(("\n" if sys.stderr.isatty() else "") + status_line(st), file=sys.stderr)
+    first = st["first_sound_s"]
+    print(
+        f"ganstream play: {stop_reason} after {st['position_s']:.1f} s of audio, {st['underruns']} underruns"
+        + (f", first sound {first:.2f} s after the engine started" if first is not None else "")
+        + f", {time.monotonic() - started:.1f} s since launch",
+        file=sys.stderr,
+    )
+    if args.record:
+        Path(args.record).write_text(json.dumps(engine.timeline().to_dict()) + "\n")
+    if args.stats:
+        extra = {
+            "latent": engine.controls.latent.tolist(), "macros": engine.controls.macros,
+            "osc": None if osc is None else {k: getattr(osc, k) for k in ("received", "messages", "applied", "refused", "malformed")},
+            "midi": None if midi is None else {k: getattr(midi, k) for k in ("received", "applied", "ignored", "refused")},
+            "first_sound_monotonic": None if engine.output.first_sound is None else engine.output.first_sound[1],
+            "last_ring_underrun_s": engine.ring.last_underrun / args.sample_rate if engine.ring.underruns else None,
+            "late_seconds": [
+                round(int(b) * args.blocksize / args.sample_rate, 3)
+                for b in engine.output.late_blocks[: min(64, engine.output.late_callbacks)]
+            ],
+            "xrun_seconds": [
+                round(int(b) * args.blocksize / args.sample_rate, 3)
+                for b in engine.output.xrun_blocks[: min(64, engine.output.xruns)]
+            ],
+        }
+        Path(args.stats).write_text(json.dumps({**_jsonable(st), **extra}) + "\n")
+    return 0
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    return x
+
+
+def _start_midi(args: argparse.Namespace, engine):
+    from .midi import MidiError, MidiInput
+    from .midi_map import MidiMapError, load_midi_map
+
+    if args.learn and not args.midi_map:
+        raise CommandError("--learn needs --midi-map PATH: the file the learned bindings are saved to")
+    try:
+        # --learn may start a new map: a file that does not exist yet is where it will be saved.
+        fresh = args.learn and not Path(args.midi_map).exists()
+        midi_map = load_midi_map(args.midi_map) if args.midi_map and not fresh else None
+        virtual = args.midi_virtual
+        if args.midi_in is None and virtual is None:
+            virtual = "ganstream"
+        return MidiInput(
+            engine.controls, midi_map, port=args.midi_in, virtual=virtual, api=args.midi_api, map_path=args.midi_map
+        ).start()
+    except (MidiError, MidiMapError, ValueError) as e:
+        raise CommandError(str(e)) from None
+
+
+# -- devices ---------------------------------------------------------------------------------------
+
+
+def _devices_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="ganstream devices",
+        description="List the audio output devices `ganstream play --device` takes, and the MIDI inputs for --midi-in.",
+    )
+    p.add_argument("--midi-api", default="auto", help="MIDI API to list: auto, alsa, jack, coremidi, winmm (default auto)")
+    return p
+
+
+def devices_main(argv: list[str] | None = None) -> int:
+    return _run("devices", _devices, argv)
+
+
+def _devices(args: argparse.Namespace) -> int:
+    from .audio import AudioError, describe_devices
+
+    try:
+        print(describe_devices())
+    except AudioError as e:
+        raise CommandError(str(e)) from None
+    try:
+        from .midi import describe_midi_inputs
+    except ImportError as e:  # python-rtmidi missing: audio devices are still worth listing
+        print(f"\nMIDI inputs: unavailable ({e})")
+    else:
+        print("\n" + describe_midi_inputs(args.midi_api))
+    return 0
+
+
+# -- bench -----------------------------------------------------------------------------------------
+
+
+def _bench_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="ganstream bench",
+        description="Measure the real-time factor of each streaming mode, and the control-to-sound latency on "
+        "a sound device (or, with --null, without one).",
+    )
+    _stream_options(p)
+    p.add_argument("--modes", default="crossfade,texture,trigger", help="modes to measure (default: all three)")
+    p.add_argument("--seconds", type=float, default=5.0, help="seconds of audio per measurement (default 5)")
+    p.add_argument("--rate", type=float, default=100.0, help="control changes per second while measuring (default 100)")
+    p.add_argument("--null", action="store_true", help="measure latency without a sound device (ring and resampler only)")
+    p.add_argument("--json", help="also write the results here")
+    return p
+
+
+def bench_main(argv: list[str] | None = None) -> int:
+    return _run("bench", _bench, argv)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from .audio import AudioError
+    from .bench import measure_latency, measure_rtf
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise CommandError(f"--modes: unknown mode {bad[0] if bad else '(none)'} (modes: {', '.join(MODES)})")
+    if not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise CommandError(f"--seconds must be a positive number, got {args.seconds}")
+    results: dict = {"rtf": {}, "latency": None}
+    for mode in modes:
+        bundle, engine = _engine_from_args(args, mode)
+        r = measure_rtf(engine, args.seconds, args.rate)
+        results["rtf"][mode] = r
+        results["provider"] = engine.provider
+        print(
+            f"{mode:9s}  real-time factor {r['rtf']:7.1f}x alone, {r['rtf_controls']:7.1f}x with {args.rate:g} "
+            f"control changes/s ({engine.provider})",
+            file=sys.stderr,
+        )
+    bundle, engine = _engine_from_args(args, None)
+    try:
+        lat = measure_latency(engine, args.seconds, args.rate, output="null" if args.null else "device", device=args.device)
+    except AudioError as e:
+        raise CommandError(f"{e} (or measure without a device: --null)") from None
+    results["latency"] = lat
+    print(
+        f"control-to-sound latency ({lat['output']}, {args.blocksize}-frame blocks): p50 {lat['p50']:.1f} ms, "
+        f"p95 {lat['p95']:.1f} ms, max {lat['max']:.1f} ms over {lat['count']} changes; "
+        f"{lat['underruns']} underruns; producer cpu {100 * lat['cpu']:.0f}%",
+        file=sys.stderr,
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(_jsonable(results), indent=2) + "\n")
+    return 0
+
+
 # Subcommands of the live engine: name -> parser factory, and name -> entry point.
-# `play`, `devices` and `bench` join these tables.
-PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {"render": _render_parser}
-COMMANDS: dict[str, Callable[[list[str] | None], int]] = {"render": render_main}
+PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
+    "render": _render_parser,
+    "play": _play_parser,
+    "devices": _devices_parser,
+    "bench": _bench_parser,
+}
+COMMANDS: dict[str, Callable[[list[str] | None], int]] = {
+    "render": render_main,
+    "play": play_main,
+    "devices": devices_main,
+    "bench": bench_main,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

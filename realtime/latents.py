@@ -88,7 +88,8 @@ class LatentSpace:
         """
         if self.distribution != "uniform":
             return z
-        return np.abs(np.mod(z + 1.0, 4.0) - 2.0) - 1.0
+        # 1 - |((z + 1) mod 4) - 2| is z on [-1, 1] and mirrors it at each edge.
+        return 1.0 - np.abs(np.mod(z + 1.0, 4.0) - 2.0)
 
     def macro_offset(self, values: Mapping[str, float]) -> np.ndarray:
         """(D,) sum of v * scale * direction over the named macros."""
@@ -132,13 +133,16 @@ class Walk:
 
     def offset(self, t: int) -> np.ndarray:
         """(D,) float64 offset at sample t (any integer, negative included)."""
-        u = t / self.spacing
+        return self.at(t / self.spacing, self.depth)
+
+    def at(self, u: float, depth: float) -> np.ndarray:
+        """(D,) float64 offset at knot phase u (knot j at u = j) with the given depth."""
         j = math.floor(u)
         f = u - j
         w = np.array(
             [(1 - f) ** 3, 3 * f**3 - 6 * f**2 + 4, -3 * f**3 + 3 * f**2 + 3 * f + 1, f**3]
         ) / 6.0
-        return self.depth * (w @ self._knots(j))
+        return depth * (w @ self._knots(j))
 
 
 class FixedLatent:
@@ -288,6 +292,198 @@ class Keyframes:
 
     def step_times(self) -> Sequence[int]:
         return self._steps
+
+
+class _LiveTrack:
+    """One live value (the base latent, or a macro): events appended in time order, each a set or an eased ramp.
+
+    Event i at t_i starts from s_i, the value just before it, and goes to g_i: at
+    once (duration 0) or along a cosine ease over `duration` samples. So a ramp
+    interrupted by a later event simply hands over the value it had reached.
+    """
+
+    def __init__(self, initial):
+        self.initial = initial
+        self.times: list[int] = []
+        self.starts: list = []
+        self.goals: list = []
+        self.durations: list[int] = []
+
+    def value(self, t: int, upto: int):
+        i = bisect.bisect_right(self.times, min(t, upto)) - 1
+        if i < 0:
+            return self.initial
+        return self._at(i, t)
+
+    def _at(self, i: int, t: int):
+        d = self.durations[i]
+        if d <= 0 or t - self.times[i] >= d:
+            return self.goals[i]
+        # The same arithmetic as a `Keyframes` cosine ramp, so an exported timeline renders identically.
+        f = (t - self.times[i]) / d
+        f = 0.5 - 0.5 * math.cos(math.pi * f)
+        return self.starts[i] + (self.goals[i] - self.starts[i]) * f
+
+    def add(self, t: int, goal, duration: int = 0) -> None:
+        if self.times and self.times[-1] == t and duration == 0 and self.durations[-1] == 0:
+            self.goals[-1] = goal  # two sets at one sample: the later wins, one event
+            return
+        self.starts.append(self.value(t, t))
+        self.times.append(t)
+        self.goals.append(goal)
+        self.durations.append(int(duration))
+
+    def forget_before(self, t: int) -> None:
+        """Drop events that no longer matter at or after t (keeps the last one at or before t)."""
+        i = bisect.bisect_right(self.times, t) - 1
+        if i > 0:
+            for seq in (self.times, self.starts, self.goals, self.durations):
+                del seq[:i]
+
+
+class _LiveWalk:
+    """The walk of a live session: rate and depth change at stamped times; a rate change keeps the phase."""
+
+    def __init__(self, size: int, seed: int, rate_hz: float, depth: float, sample_rate: int):
+        self.sample_rate = sample_rate
+        self.walk = Walk(size, seed, 1.0, 1.0, sample_rate)  # only its knots are used
+        # Segment i: from times[i], phase phases[i] + (t - times[i]) / spacings[i], depth depths[i].
+        self.times = [0]
+        self.phases = [0.0]
+        self.spacings = [self._spacing(rate_hz)]
+        self.depths = [float(depth)]
+
+    def _spacing(self, rate_hz: float) -> float:
+        return self.sample_rate / float(rate_hz) if rate_hz > 0 else math.inf
+
+    def _segment(self, t: int, upto: int) -> int:
+        return max(0, bisect.bisect_right(self.times, min(t, upto)) - 1)
+
+    def _phase(self, i: int, t: int) -> float:
+        if i == 0:
+            return t / self.spacings[0]  # exactly `Walk.offset`'s phase, for an unchanged walk
+        return self.phases[i] + (t - self.times[i]) / self.spacings[i]
+
+    def depth(self, t: int, upto: int) -> float:
+        return self.depths[self._segment(t, upto)]
+
+    def offset(self, t: int, upto: int) -> np.ndarray:
+        i = self._segment(t, upto)
+        return self.walk.at(self._phase(i, t), self.depths[i])
+
+    def change(self, t: int, rate_hz: float, depth: float) -> None:
+        i = self._segment(t, t)
+        phase = self._phase(i, t)
+        self.times.append(t)
+        self.phases.append(phase)
+        self.spacings.append(self._spacing(rate_hz))
+        self.depths.append(float(depth))
+
+    def forget_before(self, t: int) -> None:
+        i = bisect.bisect_right(self.times, t) - 1
+        if i > 1:  # keep segment 0: its phase formula is the unchanged walk's
+            for seq in (self.times, self.phases, self.spacings, self.depths):
+                del seq[1:i]
+
+
+class LivePath:
+    """A latent path built while it plays: every control change is an event stamped at a model sample.
+
+    target(t) = fold(base(t) + walk(t)) + sum_m value_m(t) * scale_m * direction_m
+
+    like `Keyframes`, with the walk left out (and no fold) while its depth is 0.
+    Events: `set_latent` (the whole base), `set_macro`, `ramp` (an eased glide of
+    the base and/or macros from wherever they are, over a duration: a preset
+    morph), `set_walk` (rate and depth; a rate change keeps the walk's phase, so
+    the walk does not jump). Every event is a *step* for the stream: it is known
+    only from its stamp on (`target(t, upto)` ignores events after `upto`), and
+    the stream regenerates the segments in flight at its stamp, so it is heard
+    at once. Event times must not go back. A session with only `set_latent` and
+    `set_macro` events (and the walk it started with) gives the same targets,
+    bit for bit, as `Keyframes` with the same changes as "step" keyframes.
+    """
+
+    def __init__(
+        self,
+        space: LatentSpace,
+        base: np.ndarray,
+        *,
+        seed: int = 0,
+        walk_rate: float = 0.2,
+        walk_depth: float = 0.0,
+        sample_rate: int = 16000,
+    ):
+        if walk_rate < 0 or walk_depth < 0:
+            raise ValueError(f"walk rate and depth must be >= 0, got rate {walk_rate}, depth {walk_depth}")
+        self.latent_size = space.size
+        self._space = space
+        self._base = _LiveTrack(_check_latent(base, space.size))
+        self._macros: dict[str, _LiveTrack] = {}
+        self._walk = _LiveWalk(space.size, seed, walk_rate, walk_depth, sample_rate)
+        self._steps: list[int] = []
+        self._last = 0
+
+    def _stamp(self, t: int) -> None:
+        if t < self._last:
+            raise ValueError(f"live events must not go back in time (got sample {t} after {self._last})")
+        if t > 0 and (not self._steps or self._steps[-1] != t):
+            self._steps.append(t)
+        self._last = t
+
+    def _macro_track(self, name: str) -> _LiveTrack:
+        if name not in self._space.controls:
+            known = ", ".join(self._space.controls) or "none"
+            raise ValueError(f"unknown macro {name!r} (known: {known})")
+        return self._macros.setdefault(name, _LiveTrack(0.0))
+
+    def set_latent(self, t: int, z: np.ndarray) -> None:
+        z = _check_latent(z, self.latent_size)
+        self._stamp(t)
+        self._base.add(t, z)
+
+    def set_macro(self, t: int, name: str, value: float) -> None:
+        track = self._macro_track(name)
+        if not math.isfinite(value):
+            raise ValueError(f"macro {name!r} is not finite")
+        self._stamp(t)
+        track.add(t, float(value))
+
+    def ramp(self, t: int, duration: int, latent: np.ndarray | None = None, macros: Mapping[str, float] | None = None) -> None:
+        """Glide the base (if `latent`) and the named macros to these values over `duration` samples from t."""
+        z = None if latent is None else _check_latent(latent, self.latent_size)
+        tracks = [(self._macro_track(n), float(v)) for n, v in (macros or {}).items()]
+        self._stamp(t)
+        if z is not None:
+            self._base.add(t, z, duration)
+        for track, v in tracks:
+            track.add(t, v, duration)
+
+    def set_walk(self, t: int, rate_hz: float, depth: float) -> None:
+        if rate_hz < 0 or depth < 0 or not (math.isfinite(rate_hz) and math.isfinite(depth)):
+            raise ValueError(f"walk rate and depth must be finite and >= 0, got rate {rate_hz}, depth {depth}")
+        self._stamp(t)
+        self._walk.change(t, rate_hz, depth)
+
+    def target(self, t: int, upto: int) -> np.ndarray:
+        z = self._base.value(t, upto)
+        if self._walk.depth(t, upto) > 0:
+            z = self._space.fold(z + self._walk.offset(t, upto))
+        if self._macros:
+            z = z + self._space.macro_offset({n: tr.value(t, upto) for n, tr in self._macros.items()})
+        return z
+
+    def step_times(self) -> Sequence[int]:
+        return self._steps
+
+    def forget_before(self, t: int) -> None:
+        """Free events that cannot matter to any target at or after sample t (a long session's memory)."""
+        self._base.forget_before(t)
+        for track in self._macros.values():
+            track.forget_before(t)
+        self._walk.forget_before(t)
+        i = bisect.bisect_left(self._steps, t)
+        if i > 1024:
+            del self._steps[:i]
 
 
 class SmoothedLatent:

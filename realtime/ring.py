@@ -30,6 +30,7 @@ class Ring:
         self._fade_in = self._ramps[fade, ::-1].copy()  # 0 up to 1, after silence
         self._silent = False
         self.underruns = 0  # callbacks that found fewer samples than they needed
+        self.last_underrun = -1
 
     def available(self) -> int:
         """Samples written and not yet read."""
@@ -79,6 +80,7 @@ class Ring:
             self._silent = False
         if n < want:
             self.underruns += 1
+            self.last_underrun = self._read  # stream position of the under-read (for diagnostics)
             k = min(n, self._fade_len)
             if k:
                 out[n - k : n] *= self._ramps[k, :k]

@@ -16,6 +16,15 @@ Joins (mode):
 - texture: segment k starts at k * H, H = N / overlap, windowed by a periodic
   Hann scaled by 2 / overlap, so the windows sum to exactly 1 at every sample
   (COLA). Segments start at -(overlap - 1) * H, so the sum is 1 from sample 0.
+- trigger: silence until a `Trigger` (a MIDI note-on, an OSC trigger) starts a
+  one-shot voice at its sample: one segment generated with the latent there,
+  played once at gain `velocity`, with `control_crossfade_s` ramps at both ends
+  so it neither clicks in nor out. At most `polyphony` voices sound; a trigger
+  beyond that steals the oldest, which fades out over the same short ramp. A
+  note-off releases (fades out) the voices its note started only with
+  `note_off=True`; by default one-shots play to their end. Triggers are events
+  of the timeline like control steps: `trigger`/`note_off` add them live,
+  stamped at or after `position`, or the constructor takes a list for render.
 
 The stream fades in over `fade_in_s` from sample 0 rather than starting with a
 step.
@@ -47,13 +56,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import numpy as np
 
 from .latents import LatentPath, SmoothedLatent
 
-MODES = ("crossfade", "texture")
+MODES = ("crossfade", "texture", "trigger")
 _NEVER = -(1 << 62)
 
 
@@ -84,6 +93,8 @@ class StreamSettings:
     batch: hop segments generated per generator call. Above 1 the stream
         generates segments before it reaches them, which is right only when
         the whole latent timeline is known in advance (render); live uses 1.
+    polyphony: trigger mode: most one-shot voices sounding at once (K).
+    note_off: trigger mode: a note-off fades out its note's voices (else ignored).
     """
 
     mode: str = "crossfade"
@@ -95,6 +106,8 @@ class StreamSettings:
     settle: float = 0.02
     fade_in_s: float = 0.005
     batch: int = 1
+    polyphony: int = 8
+    note_off: bool = False
 
     @classmethod
     def from_bundle(cls, bundle, **overrides) -> "StreamSettings":
@@ -113,12 +126,26 @@ class StreamSettings:
         return replace(out, **{k: v for k, v in overrides.items() if v is not None})
 
 
+@dataclass(frozen=True)
+class Trigger:
+    """Trigger mode: at model sample `sample`, start a one-shot (velocity 0..1 is its gain), or with
+    `off=True` release the voices `note` started."""
+
+    sample: int
+    velocity: float = 1.0
+    note: int | None = None
+    off: bool = False
+
+
 class _Voice:
     """One generated segment placed in stream time, with optional position-locked gates."""
 
-    __slots__ = ("slot", "start", "stop", "gate_in", "gate_out", "z", "env")
+    __slots__ = ("slot", "start", "stop", "gate_in", "gate_out", "z", "env", "gain", "note", "order")
 
-    def __init__(self, slot: int, start: int, stop: int, z: np.ndarray, env: np.ndarray, gate_in: int = _NEVER):
+    def __init__(
+        self, slot: int, start: int, stop: int, z: np.ndarray, env: np.ndarray, gate_in: int = _NEVER,
+        gain: float = 1.0, note: int | None = None, order: int = 0,
+    ):
         self.slot = slot
         self.start = start  # stream sample of the segment's sample 0
         self.stop = stop  # first stream sample it no longer sounds at
@@ -126,10 +153,13 @@ class _Voice:
         self.gate_out = _NEVER  # fades out over X samples from here (replaced voices)
         self.z = z
         self.env = env
+        self.gain = gain  # trigger velocity
+        self.note = note
+        self.order = order  # trigger mode: which trigger made it (the oldest is stolen first)
 
 
-def _voice_order(v: _Voice) -> tuple[int, int]:
-    return (v.start, v.gate_in)
+def _voice_order(v: _Voice) -> tuple[int, int, int]:
+    return (v.start, v.order, v.gate_in)
 
 
 class SegmentStream:
@@ -142,7 +172,13 @@ class SegmentStream:
     the same timeline can no longer match.
     """
 
-    def __init__(self, generator: SegmentGenerator, latents: LatentPath, settings: StreamSettings | None = None):
+    def __init__(
+        self,
+        generator: SegmentGenerator,
+        latents: LatentPath,
+        settings: StreamSettings | None = None,
+        triggers: Sequence[Trigger] = (),
+    ):
         s = settings or StreamSettings()
         n, sr = int(generator.segment), int(generator.sample_rate)
         if latents.latent_size != generator.latent_size:
@@ -153,6 +189,8 @@ class SegmentStream:
             raise ValueError(f"batch must be >= 1, got {s.batch}")
         if not 0.0 < s.settle < 1.0:
             raise ValueError(f"settle must be in (0, 1), got {s.settle}")
+        if s.polyphony < 1:
+            raise ValueError(f"polyphony must be >= 1, got {s.polyphony}")
         self.generator, self.settings = generator, s
         self.sample_rate, self.segment = sr, n
 
@@ -170,6 +208,10 @@ class SegmentStream:
             env[:c] = np.sin(theta)
             self._env = env.astype(np.float32)
             alive = 2
+        elif s.mode == "trigger":
+            self.hop = n  # unused: no hop segments
+            self._first = 0
+            alive = 2 * s.polyphony  # sounding, and as many fading out (stolen or released)
         else:
             ov = int(s.texture_overlap)
             if ov < 2 or n % ov:
@@ -190,6 +232,18 @@ class SegmentStream:
         self._ramp_out = (1.0 - self._ramp_in.astype(np.float64)).astype(np.float32)
         f = max(0, round(s.fade_in_s * sr))
         self._fade = (np.sin(0.5 * np.pi * (np.arange(f) + 0.5) / max(f, 1)) ** 2).astype(np.float32)
+        self._continuous = s.mode != "trigger"
+        if not self._continuous:
+            x = min(self._x, n // 2)  # one-shot envelope: ramps in and out, no click at either end
+            env = np.ones(n, dtype=np.float32)
+            env[:x] = self._ramp_in[:x]
+            env[n - x :] = self._ramp_in[:x][::-1]
+            self._env = self._env_first = env
+        self._triggers: list[Trigger] = []
+        self._trigger_seen = 0  # triggers before this index have played
+        self._trigger_count = 0
+        for tr in triggers:
+            self.add_trigger(tr)
 
         slots = 2 * alive + max(s.batch, alive) + 2
         self._audio = np.zeros((slots, n), dtype=np.float32)
@@ -206,9 +260,32 @@ class SegmentStream:
         self._last_step = _NEVER
         self._last_regen = _NEVER
         self._next_regen: int | None = None
-        self.segments_generated = 0  # hop segments
+        self._starting: list[tuple[float, int | None]] = []  # trigger mode: one-shots in this generator call
+        self.segments_generated = 0  # hop segments (trigger mode: one-shots)
         self.regenerations = 0  # regenerated segments (control changes)
         self.generator_calls = 0
+        self.stolen = 0  # trigger mode: voices stolen by a trigger beyond `polyphony`
+
+    # -- triggers -------------------------------------------------------------
+
+    def add_trigger(self, trigger: Trigger) -> None:
+        """Append a trigger or note-off; samples must not go back. Other modes keep but ignore them."""
+        if self._triggers and trigger.sample < self._triggers[-1].sample:
+            raise ValueError(f"trigger samples must not go back (got {trigger.sample} after {self._triggers[-1].sample})")
+        if not (trigger.off or 0.0 <= trigger.velocity <= 1.0):
+            raise ValueError(f"trigger velocity must be in [0, 1], got {trigger.velocity}")
+        self._triggers.append(trigger)
+
+    def trigger(self, sample: int, velocity: float = 1.0, note: int | None = None) -> None:
+        self.add_trigger(Trigger(int(sample), float(velocity), note))
+
+    def note_off(self, sample: int, note: int) -> None:
+        self.add_trigger(Trigger(int(sample), 0.0, note, off=True))
+
+    @property
+    def voices(self) -> int:
+        """Voices sounding now and not fading out."""
+        return sum(1 for v in self._voices if v.gate_out == _NEVER)
 
     @property
     def position(self) -> int:
@@ -217,6 +294,8 @@ class SegmentStream:
 
     def join_positions(self, stop: int) -> np.ndarray:
         """Stream samples in [0, stop) where a segment starts (its fade-in or window begins)."""
+        if not self._continuous:
+            return np.array([t.sample for t in self._triggers if not t.off and 0 < t.sample < stop], dtype=np.int64)
         k0 = max(1, self._first + 1) if self.settings.mode == "crossfade" else 1
         return np.arange(k0 * self.hop, stop, self.hop, dtype=np.int64)
 
@@ -248,7 +327,9 @@ class SegmentStream:
     # -- events -------------------------------------------------------------
 
     def _next_event(self) -> int:
-        t = self._next_k * self.hop
+        t = self._next_k * self.hop if self._continuous else self._pos + (1 << 40)
+        if self._trigger_seen < len(self._triggers) and not self._continuous:
+            t = min(t, max(self._triggers[self._trigger_seen].sample, self._pos + 1))
         if self._next_regen is not None:
             t = min(t, self._next_regen)
         step = self.latents.next_step(self._step_seen + 1)
@@ -283,7 +364,9 @@ class SegmentStream:
             self._next_regen = nxt if nxt + self._r - self._last_step < self._settle_len else None
 
         new: list[int] = []
-        if self._next_k * self.hop <= pos:
+        if not self._continuous:
+            self._play_triggers(pos, rows)
+        elif self._next_k * self.hop <= pos:
             while self._next_k * self.hop <= pos or len(new) < self.settings.batch:
                 new.append(self._next_k)
                 self._next_k += 1
@@ -300,24 +383,77 @@ class SegmentStream:
             raise ValueError(f"generator returned shape {audio.shape}, expected {(len(rows), self.segment)}")
         self.generator_calls += 1
         for i, v in enumerate(regen):
-            w = self._voice(audio[i], v.start, v.env, z[i], gate_in=pos)
+            w = self._voice(audio[i], v.start, v.env, z[i], gate_in=pos, gain=v.gain, note=v.note, order=v.order)
             w.stop = v.stop
             v.gate_out = pos
             v.stop = min(v.stop, pos + self._x)
         for i, k in enumerate(new, start=len(regen)):
             env = self._env_first if k == self._first else self._env
             self._voice(audio[i], k * self.hop, env, z[i])
+        for i, (velocity, note) in enumerate(self._starting, start=len(regen)):
+            self._steal(pos)
+            self._trigger_count += 1
+            self._voice(audio[i], pos, self._env, z[i], gain=velocity, note=note, order=self._trigger_count)
+            self.segments_generated += 1
+        self._starting.clear()
         # Mix in a canonical order, so batching (which changes when voices are made) changes no rounding.
         self._voices.sort(key=_voice_order)
         self.regenerations += len(regen)
         self.segments_generated += len(new)
 
-    def _voice(self, audio: np.ndarray, start: int, env: np.ndarray, z: np.ndarray, gate_in: int = _NEVER) -> _Voice:
+    def _play_triggers(self, pos: int, rows: list[np.ndarray]) -> None:
+        """Trigger mode: note-offs and new one-shots due at pos (their rows join this generator call)."""
+        due = []
+        while self._trigger_seen < len(self._triggers) and self._triggers[self._trigger_seen].sample <= pos:
+            due.append(self._triggers[self._trigger_seen])
+            self._trigger_seen += 1
+        if not due:
+            return
+        for tr in due:
+            if tr.off and self.settings.note_off:
+                for v in self._voices:
+                    if v.note == tr.note and v.gate_out == _NEVER and v.start <= pos:
+                        self._fade_out(v, pos)
+        if self._trigger_seen > 4096:  # a long live session: forget triggers already played
+            del self._triggers[: self._trigger_seen]
+            self._trigger_seen = 0
+        starts = [(t.velocity, t.note) for t in due if not t.off]
+        # More triggers at one sample than voices: the earlier ones would be stolen at once, unheard.
+        self._starting = starts[-self.settings.polyphony :]
+        if self._starting:
+            z = self.latents.latent(pos)
+            rows.extend(z for _ in self._starting)
+
+    def _steal(self, pos: int) -> None:
+        """Make room for one more voice: fade out the oldest sounding voice while `polyphony` sound."""
+        live = [v for v in self._voices if v.gate_out == _NEVER and v.stop > pos]
+        if len(live) >= self.settings.polyphony:
+            oldest = min(live, key=lambda v: (v.order, v.start))
+            self._fade_out(oldest, pos)
+            self.stolen += 1
+
+    def _fade_out(self, v: _Voice, pos: int) -> None:
+        v.gate_out = max(pos, v.gate_in)
+        v.stop = min(v.stop, v.gate_out + self._x)
+
+    def _voice(
+        self, audio: np.ndarray, start: int, env: np.ndarray, z: np.ndarray, gate_in: int = _NEVER,
+        gain: float = 1.0, note: int | None = None, order: int = 0,
+    ) -> _Voice:
+        if not self._free and not self._continuous:
+            # Many triggers inside one fade: cut the voice that has faded longest.
+            fading = [v for v in self._voices if v.gate_out != _NEVER]
+            if fading:
+                gone = min(fading, key=lambda v: v.gate_out)
+                self._voices.remove(gone)
+                self._free.append(gone.slot)
         if not self._free:
             raise RuntimeError("no free voice slot (stream settings allow more overlap than planned)")
         slot = self._free.pop()
         np.multiply(audio, env, out=self._audio[slot])
-        v = _Voice(slot, start, start + self.segment, z, env, gate_in)
+        if gain != 1.0:
+            self._audio[slot] *= np.float32(gain)
+        v = _Voice(slot, start, start + self.segment, z, env, gate_in, gain, note, order)
         self._voices.append(v)
         return v
 

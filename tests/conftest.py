@@ -1,4 +1,5 @@
 import pytest
+from jack_fixtures import jack_server  # noqa: F401  (a session fixture: one JACK server for every test that needs one)
 
 from ganstream.training.config import load_config
 

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 # System packages: PortAudio and a JACK server for the real-audio tests.
 missing=()
 command -v jackd >/dev/null 2>&1 || missing+=(jackd2)
+command -v pd >/dev/null 2>&1 || missing+=(puredata-core)
 ldconfig -p 2>/dev/null | grep -q 'libportaudio.so.2' || missing+=(libportaudio2)
 ldconfig -p 2>/dev/null | grep -q 'libjack.so.0' || missing+=(libjack-jackd2-0)
 if [ ${#missing[@]} -gt 0 ]; then

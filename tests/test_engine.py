@@ -1,0 +1,442 @@
+"""The live engine without a sound card: controls, the producer, the ring, gain, presets, triggers, and
+live output equal to an offline render of the recorded timeline. A `NullOutput` pulls the ring at the
+real-time pace from a thread, as a device callback would."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+from bundle_factory import make_bundle
+
+from ganstream.realtime.bundle import load_bundle
+from ganstream.realtime.cli import bench_main, devices_main, play_main, render_main
+from ganstream.realtime.control import ControlError, Controls
+from ganstream.realtime.engine import (
+    Engine,
+    EngineSettings,
+    GainStage,
+    NullOutput,
+    automation_from_timeline,
+    render_options,
+    render_timeline,
+)
+from ganstream.realtime.inference import Generator
+from ganstream.realtime.latents import Keyframe, Keyframes, LatentSpace, LivePath, Walk
+from ganstream.realtime.resample import PolyphaseResampler, ResampledStream
+from ganstream.realtime.ring import Ring
+from ganstream.realtime.stream import SegmentStream, StreamSettings, Trigger
+
+SR = 16000
+OUT = 48000
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return load_bundle(make_bundle(tmp_path_factory.mktemp("bundles") / "e.gsb", segment=4096, sample_rate=SR))
+
+
+@pytest.fixture(scope="module")
+def generator(bundle):
+    return Generator(bundle, provider="cpu", threads=1, warmup_batch_sizes=(1, 2))
+
+
+@pytest.fixture(scope="module")
+def space(bundle):
+    return LatentSpace.from_bundle(bundle)
+
+
+def make_engine(bundle, generator, mode="crossfade", **kwargs) -> Engine:
+    settings = kwargs.pop("settings", EngineSettings())
+    stream = StreamSettings.from_bundle(bundle, mode=mode, polyphony=kwargs.pop("polyphony", 4))
+    return Engine(generator, LatentSpace.from_bundle(bundle), stream, settings, **kwargs)
+
+
+def play(engine: Engine, seconds: float, capture_s: float = 0.0, actions=()) -> NullOutput:
+    """Run the engine on a NullOutput for `seconds`, calling each (time, fn) in `actions` on the way."""
+    out = NullOutput(engine.ring, engine.settings.sample_rate, engine.settings.blocksize, capture_s=capture_s)
+    engine.start(out)
+    t0 = time.monotonic()
+    try:
+        for at, fn in sorted(actions, key=lambda a: a[0]):
+            time.sleep(max(0.0, t0 + at - time.monotonic()))
+            fn()
+        time.sleep(max(0.0, t0 + seconds - time.monotonic()))
+    finally:
+        engine.stop()
+    assert engine.error is None, engine.error
+    return out
+
+
+# -- Controls ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda c: c.set_latent([0.1] * 7), "latent: expected 8 values, got 7"),
+        (lambda c: c.set_latent([0.1] * 7 + [float("nan")]), "latent[7]: nan is not finite"),
+        (lambda c: c.set_latent("abcdefgh"), "latent: expected 8 numbers, got str"),
+        (lambda c: c.set_latent_dim(8, 0.1), "latent index: 8 is out of range"),
+        (lambda c: c.set_latent_dim(2, 9.0), "latent[2]: 9 is out of range [-8, 8]"),
+        (lambda c: c.set_macro("nope", 0.1), "macro 'nope': unknown (known: pc1, pc2, pc3, brightness, loudness)"),
+        (lambda c: c.set_macro("pc1", 1.5), "macro 'pc1': 1.5 is out of range [-1, 1]"),
+        (lambda c: c.set_macro("pc1", float("inf")), "macro 'pc1': inf is not finite"),
+        (lambda c: c.set_macro("pc1", "0.5"), "macro 'pc1': expected a number, got str"),
+        (lambda c: c.set_gain(-0.1), "gain: -0.1 is out of range [0, 2]"),
+        (lambda c: c.set_walk(), "walk: give a rate, a depth or both"),
+        (lambda c: c.set_walk(depth=9), "walk depth: 9 is out of range [0, 4]"),
+        (lambda c: c.set_seed(1.5), "seed: expected an integer, got 1.5"),
+        (lambda c: c.set_seed(True), "seed: expected an integer, got bool"),
+        (lambda c: c.load_preset("missing"), "preset 'missing': unknown (known: none saved)"),
+        (lambda c: c.morph_preset("missing", -1), "morph time: -1 is out of range [0, 600]"),
+        (lambda c: c.save_preset("a/b"), "preset name 'a/b': use 1..64 printable characters without '/'"),
+        (lambda c: c.trigger(1.2), "velocity: 1.2 is out of range [0, 1]"),
+        (lambda c: c.note_off(200), "note: 200 is out of range [0, 127]"),
+    ],
+)
+def test_bad_control_values_are_refused_and_change_nothing(space, call, message):
+    c = Controls(space, seed=3)
+    before = (c.latent, c.macros, c.gain, c.walk, c.seed)
+    with pytest.raises(ControlError) as e:
+        call(c)
+    assert message in str(e.value)
+    assert isinstance(e.value, ValueError)
+    after = (c.latent, c.macros, c.gain, c.walk, c.seed)
+    np.testing.assert_array_equal(before[0], after[0])
+    assert before[1:] == after[1:]
+    assert c.pending() == 0 and c.rejected == 1
+
+
+def test_setters_hand_over_without_the_producer_ever_waiting(space):
+    c = Controls(space)
+    with c._lock:  # a control thread in the middle of a setter
+        t0 = time.perf_counter()
+        assert c.pop() is None  # the producer's side takes no lock
+        assert time.perf_counter() - t0 < 0.01
+    threads = [threading.Thread(target=lambda i=i: [c.set_macro("pc1", (i * 100 + k) / 1000) for k in range(100)]) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = []
+    while (cmd := c.pop()) is not None:
+        got.append(cmd.value[1])
+    assert len(got) == 400
+    assert c.macros["pc1"] in got  # the mirror holds one of the values sent, never a mixture
+    set_latent_dims = [threading.Thread(target=lambda i=i: c.set_latent_dim(i, 0.5)) for i in range(8)]
+    for t in set_latent_dims:
+        t.start()
+    for t in set_latent_dims:
+        t.join()
+    np.testing.assert_array_equal(c.latent, np.full(8, 0.5))  # no dimension lost to a race
+
+
+def test_presets_save_recall_and_morph_through_a_json_file(space, tmp_path):
+    path = tmp_path / "presets.json"
+    c = Controls(space, seed=1, presets_path=path)
+    c.set_macro("pc2", 0.75)
+    c.set_latent_dim(0, -0.5)
+    c.save_preset("calm")
+    saved = c.latent
+    doc = json.loads(path.read_text())
+    assert doc["presets"]["calm"]["macros"]["pc2"] == 0.75
+    assert doc["presets"]["calm"]["latent"] == saved.tolist()
+
+    again = Controls(space, seed=9, presets_path=path)  # read back at start
+    assert again.presets == ("calm",)
+    again.load_preset("calm")
+    np.testing.assert_array_equal(again.latent, saved)
+    assert again.macros["pc2"] == 0.75
+    again.morph_preset("calm", 2.0)
+    kinds = []
+    while (cmd := again.pop()) is not None:
+        kinds.append((cmd.kind, cmd.value[3]))
+    assert kinds == [("recall", 0.0), ("recall", 2.0)]
+    # The presets file is the automation format: `ganstream render --presets` reads it.
+    from ganstream.realtime.automation import load_presets
+
+    assert set(load_presets(path, space)) == {"calm"}
+
+
+def test_a_morph_glides_from_where_it_is_and_a_later_change_takes_over(space):
+    a, b = np.zeros(8), np.ones(8) * 0.5
+    path = LivePath(space, a, sample_rate=SR)
+    path.ramp(1000, 2000, latent=b, macros={"pc1": 1.0})
+    np.testing.assert_array_equal(path.target(999, 999), a)
+    mid = path.target(2000, 2000) - space.macro_offset({"pc1": 0.5})
+    np.testing.assert_allclose(mid, 0.5 * b, atol=1e-12)  # cosine ease: half way at half time
+    np.testing.assert_array_equal(path.target(2000, 999), a)  # not known before its stamp
+    path.set_macro(2500, "pc1", -1.0)  # interrupts the macro's glide, the latent's goes on
+    np.testing.assert_allclose(path.target(3500, 3500) - space.macro_offset({"pc1": -1.0}), b, atol=1e-12)
+
+
+def test_a_step_only_live_path_equals_keyframes_bit_for_bit(space):
+    base = space.seed_latent(4)
+    walk = Walk(8, 4, 2.0, 0.3, SR)
+    live = LivePath(space, base, seed=4, walk_rate=2.0, walk_depth=0.3, sample_rate=SR)
+    frames = []
+    rng = np.random.default_rng(0)
+    for t in range(500, 20000, 700):
+        z = rng.uniform(-1, 1, 8)
+        live.set_latent(t, z)
+        live.set_macro(t, "pc2", float(rng.uniform(-1, 1)))
+        frames.append(Keyframe(t, z, {"pc2": live._macros["pc2"].goals[-1]}, "step"))
+    kf = Keyframes(space, frames, base=base, walk=walk)
+    for t in range(0, 21000, 97):
+        for upto in (t, t - 50):
+            np.testing.assert_array_equal(live.target(t, upto), kf.target(t, upto))
+    assert list(live.step_times()) == list(kf.step_times())
+
+
+def test_fold_keeps_uniform_latents_in_range_without_changing_them():
+    space = LatentSpace(4)
+    z = np.array([-0.9, -0.2, 0.3, 0.99])
+    np.testing.assert_allclose(space.fold(z), z, atol=1e-15)
+    np.testing.assert_allclose(space.fold(np.array([1.5, -1.25, 3.0])), [0.5, -0.75, -1.0], atol=1e-12)
+
+
+# -- gain, ring, resampler --------------------------------------------------------------------------
+
+
+class Ones:
+    def read(self, n):
+        return np.ones(n, dtype=np.float32)
+
+
+def test_gain_glides_with_one_pole_and_does_not_depend_on_read_sizes():
+    tau_s = 0.01
+
+    def run(sizes):
+        g = GainStage(Ones(), SR, tau_s, gain=1.0)
+        g.set(1000, 0.0)
+        g.set(5000, 2.0)
+        return np.concatenate([g.read(n) for n in sizes])
+
+    a = run([8000])
+    b = run([1, 64, 65, 128, 999, 6743])
+    np.testing.assert_array_equal(a, b)
+    assert np.all(a[:1000] == 1.0)
+    t = np.arange(1000, 5000) - 1000
+    np.testing.assert_allclose(a[1000:5000], np.exp(-t / (tau_s * SR)), atol=1e-6)
+    assert a[4999] == 0.0  # settled to exactly the target
+    assert np.all(np.diff(a[5000:]) >= 0) and a[-1] == 2.0
+    assert np.max(np.abs(np.diff(a))) < 2.01 / (tau_s * SR)  # no step anywhere: at most jump / tau per sample
+
+
+def test_ring_counts_an_underrun_and_fades_instead_of_clicking():
+    ring = Ring(1024, fade=32)
+    ring.write(np.ones(100, dtype=np.float32))
+    out = np.empty(256, dtype=np.float32)
+    assert ring.read_into(out) == 100
+    assert ring.underruns == 1
+    assert np.all(out[:68] == 1.0) and np.all(np.diff(out[68:100]) < 0) and out[99] < 0.05
+    assert np.all(out[100:] == 0.0)
+    ring.write(np.ones(300, dtype=np.float32))
+    assert ring.read_into(out) == 256 and ring.underruns == 1
+    assert out[0] < 0.05 and np.all(np.diff(out[:32]) > 0) and np.all(out[32:] == 1.0)  # fades back in
+
+
+@pytest.mark.parametrize("out_rate", [48000, 44100, 22050])
+def test_live_resampler_is_exact_block_independent_and_quick(out_rate):
+    class Sine:
+        n = 0
+
+        def read(self, n):
+            t = np.arange(self.n, self.n + n)
+            self.n += n
+            return (0.5 * np.sin(2 * np.pi * 1000 * t / SR)).astype(np.float32)
+
+    whole = ResampledStream(Sine(), SR, out_rate, quality="live").read(out_rate)
+    r = ResampledStream(Sine(), SR, out_rate, quality="live", block=17)
+    parts = np.concatenate([r.read(n) for n in (1, 64, 65, 128, 8192, out_rate - 8450)])
+    np.testing.assert_array_equal(whole, parts)
+    ref = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(out_rate) / out_rate)
+    np.testing.assert_allclose(whole[200:], ref[200:], atol=1e-4)  # in time: output j is time j / out_rate
+    assert PolyphaseResampler(SR, out_rate).delay <= 32  # 2 ms at 16 kHz
+
+
+# -- triggers ---------------------------------------------------------------------------------------
+
+
+class Constant:
+    """Every segment is all ones, so envelopes, gains and fades show directly."""
+
+    sample_rate, segment, latent_size = SR, 1024, 8
+
+    def generate(self, z):
+        return np.ones((len(z), self.segment), dtype=np.float32)
+
+
+def test_trigger_voices_velocity_polyphony_and_stealing(space):
+    s = StreamSettings(mode="trigger", polyphony=2, control_crossfade_s=0.002, fade_in_s=0.0)
+    x = 32  # fade samples
+    triggers = [Trigger(1000, 0.5, 60), Trigger(1200, 1.0, 62), Trigger(1400, 0.25, 64)]
+    stream = SegmentStream(Constant(), LivePath(space, np.zeros(8), sample_rate=SR), s, triggers=triggers)
+    y = stream.read(4000)
+    assert np.all(y[:1000] == 0.0)  # silence before the first note
+    assert y[1000] < 0.05 and np.all(np.diff(y[1000 : 1000 + x]) > 0)  # a ramp in, no click
+    assert y[1100] == pytest.approx(0.5)  # velocity is gain
+    assert y[1300] == pytest.approx(1.5)
+    # The third note steals the oldest (0.5), which fades out over x samples while the new one fades in.
+    np.testing.assert_allclose(y[1400 + x : 1400 + x + 50], 1.25, atol=1e-6)
+    assert stream.stolen == 1
+    assert np.max(np.abs(np.diff(y))) < 0.1  # nothing anywhere jumps
+    # One-shots end with a ramp, then silence.
+    assert np.all(y[1400 + 1024 :] == 0.0)
+
+
+def test_note_off_releases_only_when_asked(space):
+    def run(note_off):
+        s = StreamSettings(mode="trigger", polyphony=4, note_off=note_off, fade_in_s=0.0)
+        tr = [Trigger(100, 1.0, 60), Trigger(300, 0.0, 60, off=True)]
+        return SegmentStream(Constant(), LivePath(space, np.zeros(8), sample_rate=SR), s, triggers=tr).read(1200)
+
+    assert run(False)[600] == pytest.approx(1.0)  # one-shot: plays on
+    released = run(True)
+    assert released[600] == 0.0 and released[250] == pytest.approx(1.0)
+
+
+# -- the engine -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["crossfade", "texture", "trigger"])
+def test_live_output_equals_the_render_of_its_timeline(bundle, generator, space, mode, tmp_path):
+    engine = make_engine(bundle, generator, mode, seed=2, walk_depth=0.3, presets_path=tmp_path / "p.json")
+    c = engine.controls
+    rng = np.random.default_rng(1)
+    actions = [(0.02 * i, lambda: c.set_macro("pc1", float(rng.uniform(-1, 1)))) for i in range(60)]
+    actions += [(0.1 * i + 0.05, lambda: c.trigger(float(rng.uniform(0.2, 1)), int(rng.integers(40, 80)))) for i in range(12)]
+    actions += [
+        (0.2, lambda: c.save_preset("here")),
+        (0.3, lambda: c.set_latent_dim(3, 0.9)),
+        (0.5, lambda: c.set_gain(0.5)),
+        (0.6, lambda: c.set_walk(rate=1.5, depth=0.2)),
+        (0.7, lambda: c.morph_preset("here", 0.3)),
+        (1.0, lambda: c.set_seed(11)),
+    ]
+    out = play(engine, 1.6, capture_s=3.0, actions=actions)
+    n = min(engine.ring.read_position, len(out.captured))
+    assert n > OUT
+    timeline = engine.timeline()
+    kinds = {e["kind"] for e in timeline.events}
+    assert {"macro", "latent", "gain", "walk", "recall"} <= kinds
+    assert ("trigger" in kinds) == (mode == "trigger")
+    offline = render_timeline(generator, space, timeline, n)
+    np.testing.assert_array_equal(out.captured[:n], offline)
+    assert np.abs(offline).max() > 0.05
+    assert engine.ring.underruns == 0
+
+
+def test_the_cli_render_of_an_exported_timeline_matches_the_live_output(bundle, generator, space, tmp_path):
+    engine = make_engine(bundle, generator, seed=5, walk_depth=0.25)
+    c = engine.controls
+    actions = [(0.03 * i, lambda i=i: c.set_macro("pc2", float(np.sin(i / 5)))) for i in range(30)]
+    actions += [(0.5, lambda: c.set_latent([0.5] * 8)), (0.7, lambda: c.set_seed(3))]
+    out = play(engine, 1.4, capture_s=2.0, actions=actions)
+    timeline = engine.timeline()
+    auto = tmp_path / "auto.json"
+    auto.write_text(json.dumps(automation_from_timeline(timeline)))
+    n = min(engine.ring.read_position, len(out.captured))
+    wav = tmp_path / "r.wav"
+    args = [str(bundle.source), "-o", str(wav), "--seconds", repr(n / OUT), "--subtype", "float", "--provider", "cpu"]
+    assert render_main([*args, "--resample-quality", "live", "--automation", str(auto), *render_options(timeline)]) == 0
+    rendered, _ = sf.read(wav, dtype="float32")
+    np.testing.assert_array_equal(rendered, out.captured[:n])
+
+
+class Slow:
+    """The generator, slower by `delay` seconds a call (no generate_into, so every call sleeps)."""
+
+    def __init__(self, inner, delay):
+        self.inner, self.delay = inner, delay
+        self.sample_rate, self.segment, self.latent_size = inner.sample_rate, inner.segment, inner.latent_size
+
+    def generate(self, z):
+        time.sleep(self.delay)
+        return self.inner.generate(z)
+
+
+def test_lookahead_adapts_to_the_generator_and_stays_short(bundle, generator):
+    settings = EngineSettings(startup_margin_s=0.0)
+    fast = make_engine(bundle, generator, settings=settings)
+    play(fast, 1.0)
+    slow = make_engine(bundle, Slow(generator, 0.03), settings=settings)
+    play(slow, 1.0)
+    f, s = fast.status(), slow.status()
+    print(f["lookahead_ms"], s["lookahead_ms"])
+    assert s["lookahead_ms"] > 1.5 * 30  # covers a 30 ms generator call with the safety factor
+    assert f["lookahead_ms"] < s["lookahead_ms"] - 15  # and is shorter when calls are quick
+    assert s["underruns"] == 0 and f["underruns"] == 0
+
+
+def test_a_control_is_heard_after_the_ring_and_the_device_only(bundle, generator):
+    engine = make_engine(bundle, generator, settings=EngineSettings(startup_margin_s=0.0))
+    c = engine.controls
+    actions = [(0.3 + 0.013 * i, lambda i=i: c.set_macro("pc1", (-1) ** i * 0.5)) for i in range(60)]
+    play(engine, 1.4, actions=actions)
+    lat = engine.latency_stats()
+    assert lat["count"] >= 55
+    st = engine.status()
+    # Null output: no device latency; what is left is the ring's fill, the resampler and a step.
+    block_ms = 1000 * engine.settings.blocksize / OUT
+    assert lat["p50"] < st["lookahead_ms"] + 1000 * engine.resampler_delay / OUT + block_ms + 10
+    assert 0 < lat["p50"]
+
+
+def test_status_has_what_the_status_line_and_osc_show(bundle, generator):
+    engine = make_engine(bundle, generator, seed=1)
+    play(engine, 0.4, actions=[(0.1, lambda: engine.controls.set_gain(0.7))])
+    st = engine.controls.status()
+    for key in ("provider", "rtf", "load", "cpu", "buffer_fill", "buffer_ms", "lookahead_ms", "underruns", "xruns",
+                "latency_ms", "control_latency_ms", "position", "position_s", "voices", "gain", "first_sound_s"):
+        assert key in st, key
+    assert st["provider"] == "CPUExecutionProvider" and st["gain"] == 0.7
+    assert st["position"] > 0.3 * SR and st["rtf"] > 1 and st["first_sound_s"] < 1.0
+
+
+def test_a_failing_generator_stops_the_producer_and_says_why(bundle, generator):
+    class Broken(Slow):
+        def generate(self, z):
+            raise RuntimeError("out of memory")
+
+    engine = make_engine(bundle, Slow(generator, 0.0))
+    engine.generator = engine.stream.generator = Broken(generator, 0.0)
+    out = NullOutput(engine.ring, OUT, 256)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        engine.start(out)
+    engine.stop()
+    assert "out of memory" in engine.status()["error"]
+
+
+# -- commands -----------------------------------------------------------------------------------------
+
+
+def test_play_without_a_device_is_one_clear_error(bundle, capsys, monkeypatch):
+    from ganstream.realtime import audio
+
+    monkeypatch.setattr(audio, "output_devices", lambda: [])
+    assert play_main([str(bundle.source), "--provider", "cpu", "--no-osc", "--no-realtime", "--seconds", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ganstream play: error: no audio output device") and "JACK" in err[-1]
+    assert devices_main([]) == 0
+    assert "no audio output devices" in capsys.readouterr().out
+
+
+def test_play_refuses_a_bad_option_in_one_line(bundle, capsys):
+    assert play_main([str(bundle.source), "--gain", "3"]) == 2
+    assert capsys.readouterr().err.strip() == "ganstream play: error: --gain must be within 0..2, got 3.0"
+
+
+def test_bench_measures_every_mode(bundle, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench_main([str(bundle.source), "--provider", "cpu", "--null", "--seconds", "0.5", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert set(doc["rtf"]) == {"crossfade", "texture", "trigger"}
+    assert all(r["rtf"] > 1 for r in doc["rtf"].values())
+    assert doc["latency"]["count"] > 10
+    assert "real-time factor" in capsys.readouterr().err
