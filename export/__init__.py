@@ -1,9 +1,11 @@
 """Export: a training run's generator as a self-describing bundle (docs/bundle.md).
 
 - `onnx.py`: `export_graph`, the ONNX export of any network with its parity check, and
-  `export_waveform_generator`.
+  the wrappers of each graph a bundle holds (waveform and spectral generators, the
+  reconstruction network, the fused latent -> audio graph).
 - `controls.py`: GANSpace and audio-descriptor directions for the knobs.
-- `bundle.py`: `export_run`, which writes and verifies a bundle, and `check_bundle`.
+- `bundle.py`: `export_run`, which writes and verifies a bundle (waveform, spectral or
+  reconstruction), `export_spectral`, and `check_bundle`.
 - `cli.py`: the `ganstream export` command.
 
 Export imports the generator families, the config and the checkpoint reader from

@@ -1,4 +1,8 @@
-"""`ganstream export RUN_DIR -o BUNDLE`: a training run's generator as a bundle the live engine plays."""
+"""`ganstream export RUN_DIR -o BUNDLE`: a training run's generator as a bundle the live engine plays.
+
+`ganstream export GAN_RUN --vocoder VOCODER_RUN -o BUNDLE` writes a spectral bundle (a spectral GAN
+and its reconstruction network); `ganstream export VOCODER_RUN -o voc.gsb` the reconstruction network alone.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ganstream export",
         description=(
             "Export a run's generator (its EMA weights when it kept them) to ONNX, check it against PyTorch, "
-            "derive musical controls and write a bundle (docs/bundle.md)."
+            "derive musical controls and write a bundle (docs/bundle.md). A spectral GAN needs --vocoder; "
+            "a vocoder run alone gives a reconstruction bundle (for eval-reconstruction)."
         ),
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="the training run directory (runs/NAME-HASH)")
@@ -32,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--controls", type=int, default=DEFAULT_K, metavar="K", help=f"principal (GANSpace) controls (default: {DEFAULT_K}); 0 writes no controls")
     p.add_argument("--name", help="the bundle's display name (default: the run's name)")
     p.add_argument("--seed", type=int, default=0, help="seed of the parity and control latents (default: 0)")
+    p.add_argument("--vocoder", metavar="VOCODER_RUN", help="a vocoder run (train configs/vocoder.yaml) turning a spectral GAN's spectrograms into audio")
+    p.add_argument("--vocoder-checkpoint", default="latest", metavar="latest|PATH", help="which checkpoint of the vocoder run (default: latest)")
+    p.add_argument("--fused", action="store_true", help="spectral bundles: also write generator and vocoder as one graph (not faster; for hosts that run one graph)")
     return p
 
 
@@ -55,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             command=shlex.join(["ganstream", "export", *argv]),
             log=print,
+            vocoder=args.vocoder,
+            vocoder_checkpoint=args.vocoder_checkpoint,
+            fused=args.fused,
         )
     except (ExportError, CheckpointError, ConfigError) as e:
         print(f"ganstream export: error: {e}", file=sys.stderr)

@@ -47,6 +47,11 @@ def _wavegan_early(g: nn.Module, z: Tensor) -> Tensor:
     return F.relu(g.first_norm(x)).flatten(1)
 
 
+def _specgan_early(g: nn.Module, z: Tensor) -> Tensor:
+    """The dense layer's output after ReLU, as the first transposed convolution reads it: (B, 16d * bins/32 * frames/32)."""
+    return torch.relu(g.dense(z)).flatten(1)
+
+
 def _dcgan1d_early(g: nn.Module, z: Tensor) -> Tensor:
     """The first block's output (transposed conv, BatchNorm, LeakyReLU, Dropout in eval): (B, ngf * 4)."""
     return g.main[:4](z.unsqueeze(-1)).flatten(1)
@@ -56,6 +61,7 @@ def _dcgan1d_early(g: nn.Module, z: Tensor) -> Tensor:
 EARLY_LAYERS: dict[str, Callable[[nn.Module, Tensor], Tensor]] = {
     "wavegan": _wavegan_early,
     "dcgan1d": _dcgan1d_early,
+    "specgan": _specgan_early,
 }
 
 
@@ -224,7 +230,7 @@ def principal_controls(
     return out
 
 
-def generate_audio(generator: nn.Module, latents: Tensor, batch: int = BATCH) -> np.ndarray:
+def generate_audio(generator: Callable[[Tensor], Tensor], latents: Tensor, batch: int = BATCH) -> np.ndarray:
     """(N, D) -> (N, T) float32 audio from a waveform generator, in batches without autograd."""
     with torch.inference_mode():
         return torch.cat([generator(chunk)[:, 0] for chunk in latents.split(batch)]).float().numpy()
@@ -238,14 +244,19 @@ def compute_controls(
     seed: int = 0,
     pca_latents: int = PCA_LATENTS,
     audio_latents: int = AUDIO_LATENTS,
+    audio: Callable[[Tensor], Tensor] | None = None,
 ) -> list[Control]:
-    """pc1..pck then the descriptor macros for a waveform generator (in eval mode) of `model_cfg`."""
+    """pc1..pck then the descriptor macros for a generator (in eval mode) of `model_cfg`.
+
+    audio: latents (B, D) -> audio (B, 1, T), for a generator that outputs something else
+    (a spectral generator: its spectrograms through the reconstruction network); default: the generator.
+    """
     if model_cfg.kind not in EARLY_LAYERS:
         raise ValueError(f"controls: no early layer is known for model {model_cfg.kind!r} (known: {', '.join(EARLY_LAYERS)})")
     generator = generator.eval()
     rng = torch.Generator().manual_seed(seed)
     z_audio = sample_latents(model_cfg, audio_latents, rng)
-    macros = descriptor_controls(generate_audio(generator, z_audio), z_audio.double().numpy(), sample_rate)
+    macros = descriptor_controls(generate_audio(audio or generator, z_audio), z_audio.double().numpy(), sample_rate)
     loudness = next((c.direction for c in macros if c.name == "loudness"), None)
     z_pca = sample_latents(model_cfg, pca_latents, rng)
     early = EARLY_LAYERS[model_cfg.kind]

@@ -55,11 +55,21 @@ class ParityError(ExportError):
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One graph input or output: its name, shape (ints, or BATCH for the dynamic axis) and dtype."""
+    """One graph input or output: its name, shape (ints, or BATCH for the dynamic axis) and dtype.
+
+    `free` names axes that the manifest fixes but the graph leaves symbolic, as (axis, name)
+    pairs: a fully convolutional network (the reconstruction network) then also runs on
+    other lengths, while a bundle's host still reads the size it plays from the manifest.
+    """
 
     name: str
     shape: tuple[int | str, ...]
     dtype: str = "float32"
+    free: tuple[tuple[int, str], ...] = ()
+
+    def symbolic_axes(self) -> dict[int, str]:
+        """Axis -> the name of its dimension parameter in the graph."""
+        return {**{i: BATCH for i, d in enumerate(self.shape) if d == BATCH}, **dict(self.free)}
 
     def entry(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
@@ -88,7 +98,7 @@ def export_graph(
         raise ExportError(f"{label}: opset {opset} is not supported; use {OPSETS.start} to {OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     module = module.eval()
     precision = "fp16" if fp16 else "fp32"
-    dynamic_axes = {s.name: {i: BATCH for i, d in enumerate(s.shape) if d == BATCH} for s in (*inputs, *outputs)}
+    dynamic_axes = {s.name: s.symbolic_axes() for s in (*inputs, *outputs)}
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated in torch 2.9+, but it is the one that exports these graphs correctly.
         warnings.simplefilter("ignore", category=DeprecationWarning)
@@ -146,10 +156,11 @@ def declare_io(model: onnx.ModelProto, inputs: Sequence[TensorSpec], outputs: Se
             tensor_type = value.type.tensor_type
             tensor_type.elem_type = _DTYPES[spec.dtype]
             tensor_type.shape.ClearField("dim")
-            for d in spec.shape:
+            symbolic = spec.symbolic_axes()
+            for axis, d in enumerate(spec.shape):
                 dim = tensor_type.shape.dim.add()
-                if d == BATCH:
-                    dim.dim_param = BATCH
+                if axis in symbolic:
+                    dim.dim_param = symbolic[axis]
                 else:
                     dim.dim_value = int(d)
 
@@ -221,15 +232,104 @@ def export_waveform_generator(
     """Exports a waveform generator (any `training.models` family) with inputs "z" and outputs "audio"."""
     if getattr(model_cfg, "channels", 1) != 1:
         raise ExportError(f"model.channels is {model_cfg.channels}: bundle format 1 holds mono generators only")
+    return export_latent_graph(WaveformGraph(generator), model_cfg, TensorSpec("audio", (BATCH, model_cfg.segment)), path, opset, fp16, seed, label)
+
+
+def export_latent_graph(
+    module: nn.Module, model_cfg: Any, output: TensorSpec, path: Path, opset: int = DEFAULT_OPSET, fp16: bool = False, seed: int = 0, label: str | None = None
+) -> dict[str, Any]:
+    """Exports a graph of one latent input "z" (B, latent_dim), checked on PARITY_ITEMS seeded latents."""
     latents = sample_latents(model_cfg, PARITY_ITEMS, torch.Generator().manual_seed(seed))
     return export_graph(
-        WaveformGraph(generator),
+        module,
         (latents[:2],),
         [TensorSpec("z", (BATCH, model_cfg.latent_dim))],
-        [TensorSpec("audio", (BATCH, model_cfg.segment))],
+        [output],
         path,
         opset=opset,
         fp16=fp16,
         parity_inputs=(latents,),
         label=label,
     )
+
+
+# ---- spectral generators and the reconstruction network -----------------------------------------
+
+SPECTROGRAM = "spectrogram"  # the name of the tensor between a spectral generator and its reconstruction
+
+
+class SpectrogramGraph(nn.Module):
+    """A spectral generator as the bundle runs it: z (B, D) -> spectrogram (B, bins, frames)."""
+
+    def __init__(self, generator: nn.Module):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, z: Tensor) -> Tensor:
+        """(B, latent_dim) -> (B, bins, frames) normalised log-magnitude; a 2-D generator's channel axis is dropped."""
+        x = self.generator(z)
+        return x[:, 0] if x.dim() == 4 else x
+
+
+class SpectralAudio(nn.Module):
+    """The fused graph: a spectral generator, then the reconstruction network: z (B, D) -> audio (B, segment)."""
+
+    def __init__(self, generator: nn.Module, reconstruction: nn.Module):
+        super().__init__()
+        self.generator = SpectrogramGraph(generator)
+        self.reconstruction = reconstruction
+
+    def forward(self, z: Tensor) -> Tensor:
+        """(B, latent_dim) -> (B, segment) audio."""
+        return self.reconstruction(self.generator(z))
+
+
+def spectrogram_spec(bins: int, frames: int, free: bool = False) -> TensorSpec:
+    """The (batch, bins, frames) spectrogram; `free` leaves the frames axis symbolic in the graph."""
+    return TensorSpec(SPECTROGRAM, (BATCH, bins, frames), free=((2, "frames"),) if free else ())
+
+
+def export_reconstruction(
+    network: nn.Module,
+    bins: int,
+    frames: int,
+    path: Path,
+    parity_inputs: Tensor,
+    opset: int = DEFAULT_OPSET,
+    fp16: bool = False,
+    label: str | None = None,
+) -> dict[str, Any]:
+    """Exports a reconstruction network, spectrogram (B, bins, frames) -> audio (B, samples).
+
+    The frames and samples axes stay symbolic in the graph (the network is convolutional
+    over time), so the same file reconstructs audio of any length; the manifest records
+    `frames` and the matching number of samples. parity_inputs: (N, bins, frames).
+    """
+    with torch.no_grad():
+        samples = network.eval()(parity_inputs[:1]).shape[-1]
+    return export_graph(
+        network,
+        (parity_inputs[:2],),
+        [spectrogram_spec(bins, frames, free=True)],
+        [TensorSpec("audio", (BATCH, samples), free=((1, "samples"),))],
+        path,
+        opset=opset,
+        fp16=fp16,
+        parity_inputs=(parity_inputs,),
+        label=label,
+    )
+
+
+def export_spectral_generator(
+    generator: nn.Module, model_cfg: Any, bins: int, frames: int, path: Path, opset: int = DEFAULT_OPSET, fp16: bool = False, seed: int = 0, label: str | None = None
+) -> dict[str, Any]:
+    """Exports a spectral generator with input "z" and output "spectrogram" (B, bins, frames)."""
+    return export_latent_graph(SpectrogramGraph(generator), model_cfg, spectrogram_spec(bins, frames), path, opset, fp16, seed, label)
+
+
+def export_fused(
+    generator: nn.Module, reconstruction: nn.Module, model_cfg: Any, segment: int, path: Path, opset: int = DEFAULT_OPSET, fp16: bool = False, seed: int = 0, label: str | None = None
+) -> dict[str, Any]:
+    """Exports generator and reconstruction as one graph, "z" -> "audio" (B, segment)."""
+    module = SpectralAudio(generator, reconstruction)
+    return export_latent_graph(module, model_cfg, TensorSpec("audio", (BATCH, segment)), path, opset, fp16, seed, label)

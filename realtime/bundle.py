@@ -1,7 +1,9 @@
-"""Load and check a ganstream bundle (docs/bundle.md, format version 1).
+"""Load and check a ganstream bundle (docs/bundle.md, format versions 1 and 2).
 
 `load_bundle(path)` reads a bundle directory or `.zip`, checks it against the
-contract and returns a `Bundle`. Every problem raises one `BundleError` naming
+contract and returns a `Bundle`: a waveform or a spectral generator to play.
+`load_reconstruction(path)` reads the reconstruction network of a spectral
+bundle, or of a reconstruction bundle (a vocoder exported alone). Every problem raises one `BundleError` naming
 the file and, where there is one, the manifest field: a host either plays what
 the exporter made or says exactly why it will not.
 
@@ -28,12 +30,20 @@ from typing import Any, Mapping, NoReturn
 import numpy as np
 import onnxruntime as ort
 
+from .spectral import BinNorm, SpectralParams
+
 FORMAT = "ganstream-bundle"
-SUPPORTED_VERSIONS = (1,)
+SUPPORTED_VERSIONS = (1, 2)
 DEFAULT_BUNDLE = Path(__file__).parent / "default_bundle"
 MANIFEST = "manifest.json"
 
-KINDS = ("waveform", "spectral")
+KINDS = ("waveform", "spectral", "reconstruction")
+# model.kind -> (graph roles it may have, roles it must have)
+ROLES = {
+    "waveform": (("generator",), ("generator",)),
+    "spectral": (("generator", "reconstruction", "fused"), ("generator", "reconstruction")),
+    "reconstruction": (("reconstruction",), ("reconstruction",)),
+}
 DISTRIBUTIONS = ("uniform", "normal")
 DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
@@ -163,6 +173,28 @@ class StreamingSettings:
     walk_depth: float  # latent units
 
 
+@dataclass(frozen=True)
+class SpectralSpec:
+    """A spectral bundle's front end (docs/bundle.md, `spectral`): what its spectrograms are."""
+
+    params: SpectralParams
+    bins: int  # frequency rows of a spectrogram
+    frames: int  # spectrogram columns per generated segment
+    norm: BinNorm  # per-bin statistics the spectrograms are normalised with
+
+
+@dataclass(frozen=True, eq=False)
+class Reconstruction:
+    """A reconstruction network from a bundle: spectrogram (B, bins, frames) -> audio (B, samples)."""
+
+    source: Path
+    name: str
+    sample_rate: int
+    graph: GraphSpec
+    spectral: SpectralSpec
+    manifest: dict[str, Any]
+
+
 @dataclass(frozen=True, eq=False, repr=False)
 class Bundle:
     """A loaded, checked bundle. Treat its dicts as read-only (they are plain dicts, so json.dumps works)."""
@@ -182,6 +214,7 @@ class Bundle:
     control_items: tuple[ControlItem, ...]
     streaming: StreamingSettings
     provenance: dict[str, Any]
+    spectral: SpectralSpec | None = None  # spectral bundles only
 
     def __repr__(self) -> str:
         return (
@@ -228,6 +261,39 @@ def load_bundle(
     and everything else are still checked) for a fast start on a bundle checked before.
     A .zip is extracted once into `cache_dir` (default: the user cache) under its sha256.
     """
+    source, directory, manifest, f = _open(path, cache_dir)
+    return _build(source, directory, manifest, f, verify)
+
+
+def load_reconstruction(
+    path: str | os.PathLike, verify: bool = True, *, cache_dir: str | os.PathLike | None = None
+) -> Reconstruction:
+    """The reconstruction network of a spectral or reconstruction bundle, checked like `load_bundle`."""
+    source, directory, manifest, f = _open(path, cache_dir)
+    version = _check_format(manifest, f)
+    name = f.string(manifest, "name")
+    model = f.section(manifest, "model")
+    kind = f.string(model, "kind", "model", KINDS)
+    if kind == "waveform":
+        f.fail("model.kind", 'is "waveform": the bundle has no reconstruction network (its generator outputs audio)')
+    _check_kind_version(kind, version, f)
+    sample_rate = f.integer(model, "sample_rate", "model", minimum=1)
+    segment = f.integer(model, "segment", "model", minimum=1)
+    files = _files(manifest, f)
+    graphs = _graphs(manifest, f, source, directory, files, kind)
+    spectral_section = _spectral_fields(manifest, f, sample_rate, files)
+    graph = graphs["reconstruction"]
+    _check_reconstruction_shapes(graph, f, spectral_section, segment)
+    for rel, entry in files.items():
+        _check_file(directory / rel, _label(source, rel), entry, verify)
+    if verify:
+        graph.check_session(_open_for_check(graph))
+    spectral = _spectral_norm(spectral_section, source, directory)
+    return Reconstruction(source=source, name=name, sample_rate=sample_rate, graph=graph, spectral=spectral, manifest=manifest)
+
+
+def _open(path: str | os.PathLike | None, cache_dir: str | os.PathLike | None) -> tuple[Path, Path, dict, "_Fields"]:
+    """(what was named, the directory its files are in, the parsed manifest, field reader)."""
     if path is None:
         if not DEFAULT_BUNDLE.is_dir():
             raise BundleError(
@@ -249,7 +315,7 @@ def load_bundle(
     if not manifest_file.is_file():
         raise BundleError(manifest_label, "missing: every bundle has a manifest.json at its top")
     manifest = _read_json(manifest_file, manifest_label)
-    return _build(source, directory, manifest, _Fields(manifest_label), verify)
+    return source, directory, manifest, _Fields(manifest_label)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,8 +372,8 @@ class _Fields:
         return float(value)
 
 
-def _build(source: Path, directory: Path, manifest: dict, f: _Fields, verify: bool) -> Bundle:
-    # format and version first: a newer manifest may be shaped differently.
+def _check_format(manifest: dict, f: _Fields) -> int:
+    """The manifest's format version, after checking format and version: first, as a newer manifest may be shaped differently."""
     fmt = f.get(manifest, "format")
     if fmt != FORMAT:
         f.fail("format", f"must be {_js(FORMAT)}, got {_js(fmt)}: this is not a ganstream bundle manifest")
@@ -316,14 +382,25 @@ def _build(source: Path, directory: Path, manifest: dict, f: _Fields, verify: bo
         supported = ", ".join(map(str, SUPPORTED_VERSIONS))
         hint = ": upgrade ganstream to play this bundle" if _is_int(version) and version > max(SUPPORTED_VERSIONS) else ""
         f.fail("format_version", f"is {_js(version)}, but ganstream {_version()} reads format version {supported} only{hint}")
+    return version
 
+
+def _check_kind_version(kind: str, version: int, f: _Fields) -> None:
+    if kind != "waveform" and version < 2:
+        f.fail("model.kind", f"is {_js(kind)}, which format version {version} does not have (it came with version 2)")
+
+
+def _build(source: Path, directory: Path, manifest: dict, f: _Fields, verify: bool) -> Bundle:
+    version = _check_format(manifest, f)
     name = f.string(manifest, "name")
     model = f.section(manifest, "model")
     kind = f.string(model, "kind", "model", KINDS)
-    if kind == "spectral":
+    _check_kind_version(kind, version, f)
+    if kind == "reconstruction":
         f.fail(
             "model.kind",
-            f'is "spectral": spectral bundles need ganstream > {_version()} (this version plays waveform bundles only)',
+            'is "reconstruction": the bundle holds a reconstruction network and no generator, so there is nothing to play; '
+            "use it with `ganstream eval-reconstruction --network`, or export a spectral GAN with it",
         )
     architecture = f.string(model, "architecture", "model")
     sample_rate = f.integer(model, "sample_rate", "model", minimum=1)
@@ -331,13 +408,20 @@ def _build(source: Path, directory: Path, manifest: dict, f: _Fields, verify: bo
     latent = f.section(model, "latent", "model")
     latent_size = f.integer(latent, "size", "model.latent", minimum=1)
     distribution = f.string(latent, "distribution", "model.latent", DISTRIBUTIONS)
-    if f.get(manifest, "spectral") is not None:
+    if kind == "waveform" and f.get(manifest, "spectral") is not None:
         f.fail("spectral", f"must be null in a waveform bundle, got {_js(manifest['spectral'])}")
 
     files = _files(manifest, f)
-    graphs = _graphs(manifest, f, source, directory, files)
-    gen = graphs["generator"]
-    _check_generator_shapes(gen, f, latent_size, segment)
+    graphs = _graphs(manifest, f, source, directory, files, kind)
+    spectral_section = None
+    if kind == "waveform":
+        _check_generator_shapes(graphs["generator"], f, latent_size, segment)
+    else:
+        spectral_section = _spectral_fields(manifest, f, sample_rate, files)
+        _check_spectral_generator_shapes(graphs["generator"], f, latent_size, spectral_section)
+        _check_reconstruction_shapes(graphs["reconstruction"], f, spectral_section, segment)
+        if "fused" in graphs:
+            _check_generator_shapes(graphs["fused"], f, latent_size, segment, "fused")
 
     controls_section = f.section(manifest, "controls", nullable=True)
     streaming = _streaming(manifest, f, segment)
@@ -352,6 +436,7 @@ def _build(source: Path, directory: Path, manifest: dict, f: _Fields, verify: bo
     controls, items = None, ()
     if controls_section is not None:
         controls, items = _controls(controls_section, f, source, directory, files, latent_size)
+    spectral = _spectral_norm(spectral_section, source, directory) if spectral_section is not None else None
 
     return Bundle(
         path=directory,
@@ -369,6 +454,7 @@ def _build(source: Path, directory: Path, manifest: dict, f: _Fields, verify: bo
         control_items=items,
         streaming=streaming,
         provenance=provenance,
+        spectral=spectral,
     )
 
 
@@ -404,12 +490,15 @@ def _check_file(file: Path, label: str, entry: dict, verify: bool) -> None:
             )
 
 
-def _graphs(manifest: dict, f: _Fields, source: Path, directory: Path, files: dict) -> dict[str, GraphSpec]:
+def _graphs(manifest: dict, f: _Fields, source: Path, directory: Path, files: dict, kind: str) -> dict[str, GraphSpec]:
     section = f.section(manifest, "graphs")
-    f.section(section, "generator", "graphs")
-    extra = [role for role in section if role != "generator"]
+    allowed, required = ROLES[kind]
+    for role in required:
+        f.section(section, role, "graphs")
+    extra = [role for role in section if role not in allowed]
     if extra:
-        f.fail(f"graphs.{extra[0]}", "is not a graph role of a waveform bundle (only `generator`)")
+        only = ", ".join(f"`{role}`" for role in allowed)
+        f.fail(f"graphs.{extra[0]}", f"is not a graph role of a {kind} bundle (only {only})")
     graphs = {}
     for role in section:
         prefix = f"graphs.{role}"
@@ -452,8 +541,8 @@ def _tensors(g: dict, key: str, prefix: str, f: _Fields) -> tuple[TensorSpec, ..
     return tuple(specs)
 
 
-def _check_generator_shapes(gen: GraphSpec, f: _Fields, latent_size: int, segment: int) -> None:
-    p = "graphs.generator"
+def _check_generator_shapes(gen: GraphSpec, f: _Fields, latent_size: int, segment: int, role: str = "generator") -> None:
+    p = f"graphs.{role}"
     if len(gen.inputs) != 1:
         f.fail(f"{p}.inputs", f"must list exactly one input (the latent), got {len(gen.inputs)}")
     if len(gen.outputs) != 1:
@@ -473,6 +562,73 @@ def _check_generator_shapes(gen: GraphSpec, f: _Fields, latent_size: int, segmen
             f"{p}.outputs[0].shape",
             f"is {_js(list(audio))} but `model.segment` is {segment}: the generator's output length must be the segment",
         )
+
+
+def _check_one_tensor(graph: GraphSpec, f: _Fields, side: str, want: list, what: str) -> None:
+    specs = graph.inputs if side == "inputs" else graph.outputs
+    p = f"graphs.{graph.role}.{side}"
+    if len(specs) != 1:
+        f.fail(p, f"must list exactly one {side[:-1]} ({what}), got {len(specs)}")
+    if list(specs[0].shape) != want:
+        f.fail(f"{p}[0].shape", f"is {_js(list(specs[0].shape))} but must be {_js(want)}: {what}")
+
+
+def _check_spectral_generator_shapes(gen: GraphSpec, f: _Fields, latent_size: int, spectral: dict) -> None:
+    _check_one_tensor(gen, f, "inputs", [BATCH, latent_size], "the latent, of `model.latent.size`")
+    frames = [BATCH, spectral["bins"], spectral["frames"]]
+    _check_one_tensor(gen, f, "outputs", frames, "the spectrogram, `spectral.bins` by `spectral.frames`")
+
+
+def _check_reconstruction_shapes(graph: GraphSpec, f: _Fields, spectral: dict, segment: int) -> None:
+    frames = [BATCH, spectral["bins"], spectral["frames"]]
+    _check_one_tensor(graph, f, "inputs", frames, "the spectrogram, `spectral.bins` by `spectral.frames`")
+    _check_one_tensor(graph, f, "outputs", [BATCH, segment], "the audio, of `model.segment` samples")
+
+
+def _spectral_fields(manifest: dict, f: _Fields, sample_rate: int, files: dict) -> dict[str, Any]:
+    """The `spectral` section's values, checked against each other and the model; the norm files are read later."""
+    s = f.section(manifest, "spectral")
+    raw = f.section(s, "params", "spectral")
+    try:
+        params = SpectralParams.from_dict(raw, "spectral.params")
+    except (TypeError, ValueError, KeyError) as e:
+        f.fail("spectral.params", f"are not valid spectral parameters: {_one_line(str(e))}")
+    if params.sample_rate != sample_rate:
+        f.fail("spectral.params.sample_rate", f"is {params.sample_rate} but `model.sample_rate` is {sample_rate}")
+    bins = f.integer(s, "bins", "spectral", minimum=1)
+    if bins != params.bins:
+        f.fail("spectral.bins", f"is {bins} but `spectral.params` make {params.bins} bins")
+    fields = {"params": params, "bins": bins, "frames": f.integer(s, "frames", "spectral", minimum=1)}
+    norm = f.section(s, "norm", "spectral")
+    fields["clip"] = f.number(norm, "clip", "spectral.norm", positive=True)
+    for key in ("mean", "std"):
+        rel = f.string(norm, key, "spectral.norm")
+        _relative(rel, f, f"spectral.norm.{key}")
+        if rel not in files:
+            f.fail(f"spectral.norm.{key}", f"names {rel!r}, which is not listed in `files` (so its sha256 cannot be checked)")
+        fields[key] = rel
+    return fields
+
+
+def _spectral_norm(fields: dict, source: Path, directory: Path) -> SpectralSpec:
+    """Reads the BinNorm side files: little-endian float32 (bins,), finite, std > 0."""
+    arrays = {}
+    for key in ("mean", "std"):
+        rel = fields[key]
+        label = _label(source, rel)
+        try:
+            array = np.load(directory / rel, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise BundleError(label, f"cannot be read as a .npy array: {_one_line(str(e))}") from None
+        if not isinstance(array, np.ndarray) or array.dtype != np.dtype("<f4") or array.shape != (fields["bins"],):
+            got = f"{getattr(array, 'dtype', type(array))} {getattr(array, 'shape', '')}"
+            raise BundleError(label, f"must hold little-endian float32 of shape ({fields['bins']},) (one value per bin), got {got}")
+        if not np.all(np.isfinite(array)) or (key == "std" and not np.all(array > 0)):
+            raise BundleError(label, "holds NaN or infinite values" + (", or a std that is not > 0" if key == "std" else ""))
+        array.setflags(write=False)
+        arrays[key] = array
+    norm = BinNorm.from_arrays(arrays["mean"], arrays["std"], clip=fields["clip"])
+    return SpectralSpec(params=fields["params"], bins=fields["bins"], frames=fields["frames"], norm=norm)
 
 
 def _streaming(manifest: dict, f: _Fields, segment: int) -> StreamingSettings:

@@ -4,6 +4,9 @@
 DirectML, then the CPU) without letting a missing GPU library spray errors over
 the terminal, and sizes the thread pool so the audio thread keeps a core.
 `Generator` runs a bundle's generator graph: latents (B, D) -> audio (B, segment).
+A spectral bundle's generator outputs spectrograms: the Generator runs its fused
+latent -> audio graph when the bundle has one, else the generator and then the
+reconstruction network, so every host sees audio either way.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from .bundle import Bundle, BundleError, ort_reason
+from .bundle import Bundle, BundleError, Reconstruction, ort_reason
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +220,17 @@ def _first_error(text: str) -> str:
     return ""
 
 
+def audio_path(bundle: Bundle) -> tuple[str, ...]:
+    """The graph roles that turn latents into audio, in order."""
+    if bundle.kind == "waveform":
+        return ("generator",)
+    if "fused" in bundle.graphs:
+        return ("fused",)
+    return ("generator", "reconstruction")
+
+
 class Generator:
-    """A bundle's generator on one ONNX Runtime session: latents (B, D) -> audio (B, segment) float32.
+    """A bundle's generator on ONNX Runtime: latents (B, D) -> audio (B, segment) float32.
 
     Latents are cast to the graph's input dtype (float16 bundles exist) and audio back
     to float32. Each call builds its own I/O binding, so a producer thread may call it
@@ -239,16 +251,23 @@ class Generator:
     ):
         """warmup_batch_sizes: the batch sizes you will run; each is run once here, so the first
         real call does not pay for allocation or (on CUDA) the convolution algorithm search."""
-        spec = bundle.graph("generator")
-        try:
-            self.session, self.provider = create_session(
-                spec.file, provider, threads, spinning=spinning, cudnn_conv_algo_search=cudnn_conv_algo_search
-            )
-        except (ProviderError, ValueError):
-            raise
-        except Exception as e:  # onnxruntime failed to load the model
-            raise BundleError(spec.label, f"onnxruntime cannot load it: {ort_reason(e)}") from None
-        spec.check_session(self.session)
+        # Every graph but the last is a stage whose output feeds the next one (a spectral
+        # bundle's generator, when it has no fused graph).
+        self._stages: list[tuple[ort.InferenceSession, str, str, np.dtype]] = []
+        for role in audio_path(bundle):
+            spec = bundle.graph(role)
+            try:
+                session, self.provider = create_session(
+                    spec.file, provider, threads, spinning=spinning, cudnn_conv_algo_search=cudnn_conv_algo_search
+                )
+            except (ProviderError, ValueError):
+                raise
+            except Exception as e:  # onnxruntime failed to load the model
+                raise BundleError(spec.label, f"onnxruntime cannot load it: {ort_reason(e)}") from None
+            spec.check_session(session)
+            self._stages.append((session, spec.inputs[0].name, spec.outputs[0].name, spec.inputs[0].np_dtype))
+        self.session = session  # the graph that outputs audio
+        first = bundle.graph(audio_path(bundle)[0])
         self.bundle = bundle
         self.sample_rate = bundle.sample_rate
         self.segment = bundle.segment
@@ -256,7 +275,7 @@ class Generator:
         self._label = spec.label
         self._input = spec.inputs[0].name
         self._output = spec.outputs[0].name
-        self._input_dtype = spec.inputs[0].np_dtype
+        self._input_dtype = first.inputs[0].np_dtype
         self._output_dtype = spec.outputs[0].np_dtype
         for batch in warmup_batch_sizes:
             self._warm_up(int(batch))
@@ -288,9 +307,17 @@ class Generator:
             raise ValueError(f"z must have shape (B, {self.latent_size}) with B >= 1, got {z.shape}")
         return np.ascontiguousarray(z, dtype=self._input_dtype)
 
+    def _before_last(self, z: np.ndarray) -> np.ndarray:
+        """Runs the stages before the audio graph; returns the audio graph's input."""
+        x = z
+        for (session, name_in, name_out, _), following in zip(self._stages, self._stages[1:]):
+            (x,) = session.run([name_out], {name_in: x})
+            x = np.ascontiguousarray(x, dtype=following[3])
+        return x
+
     def _run(self, z: np.ndarray, out: np.ndarray) -> None:
         binding = self.session.io_binding()
-        binding.bind_cpu_input(self._input, z)
+        binding.bind_cpu_input(self._input, self._before_last(z))
         if self._output_dtype == np.float32:
             binding.bind_output(self._output, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
             self.session.run_with_iobinding(binding)
@@ -304,7 +331,7 @@ class Generator:
     def _warm_up(self, batch: int) -> None:
         """Run once with plain session.run, which lets the graph choose its output shape, and check it."""
         z = np.zeros((batch, self.latent_size), dtype=self._input_dtype)
-        (audio,) = self.session.run([self._output], {self._input: z})
+        (audio,) = self.session.run([self._output], {self._input: self._before_last(z)})
         if audio.shape != (batch, self.segment):
             raise BundleError(
                 self._label,
@@ -312,3 +339,33 @@ class Generator:
                 f"`model.segment` is {self.segment}, so it must be ({batch}, {self.segment})",
                 "model.segment",
             )
+
+
+class Reconstructor:
+    """A bundle's reconstruction network on ONNX Runtime: normalised spectrograms (B, bins, T) -> audio (B, hop * T).
+
+    The frames axis of the graph is symbolic, so any number of frames runs, not only the
+    bundle's `spectral.frames`. Input is normalised with `network.spectral.norm`.
+    """
+
+    def __init__(self, network: Reconstruction, provider: str = "auto", threads: int | None = None):
+        spec = network.graph
+        try:
+            self.session, self.provider = create_session(spec.file, provider, threads)
+        except (ProviderError, ValueError):
+            raise
+        except Exception as e:  # onnxruntime failed to load the model
+            raise BundleError(spec.label, f"onnxruntime cannot load it: {ort_reason(e)}") from None
+        spec.check_session(self.session)
+        self.network = network
+        self._input, self._output = spec.inputs[0].name, spec.outputs[0].name
+        self._dtype = spec.inputs[0].np_dtype
+
+    def reconstruct(self, frames: np.ndarray) -> np.ndarray:
+        """(B, bins, T) normalised log-magnitude -> (B, hop * T) float32 audio."""
+        frames = np.asarray(frames)
+        bins = self.network.spectral.bins
+        if frames.ndim != 3 or frames.shape[1] != bins or frames.shape[2] < 1:
+            raise ValueError(f"frames must have shape (B, {bins}, T) with T >= 1, got {frames.shape}")
+        (audio,) = self.session.run([self._output], {self._input: np.ascontiguousarray(frames, dtype=self._dtype)})
+        return audio.astype(np.float32, copy=False)

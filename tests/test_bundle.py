@@ -313,11 +313,11 @@ def test_missing_field(copy, field):
 
 BAD_VALUES = [
     ("format", "ganstream-model", r'`format` must be "ganstream-bundle", got "ganstream-model"'),
-    ("format_version", 2, r"`format_version` is 2, but ganstream 0.1.0 reads format version 1 only: upgrade ganstream"),
-    ("format_version", True, r"`format_version` is true, but ganstream 0.1.0 reads format version 1 only$"),
+    ("format_version", 3, r"`format_version` is 3, but ganstream 0.1.0 reads format version 1, 2 only: upgrade ganstream"),
+    ("format_version", True, r"`format_version` is true, but ganstream 0.1.0 reads format version 1, 2 only$"),
     ("name", "", r"`name` must be a non-empty string"),
-    ("model.kind", "mel", r'`model.kind` must be one of "waveform", "spectral", got "mel"'),
-    ("model.kind", "spectral", r'`model.kind` is "spectral": spectral bundles need ganstream > 0.1.0'),
+    ("model.kind", "mel", r'`model.kind` must be one of "waveform", "spectral", "reconstruction", got "mel"'),
+    ("model.kind", "spectral", r'`model.kind` is "spectral", which format version 1 does not have \(it came with version 2\)'),
     ("model.sample_rate", 0, r"`model.sample_rate` must be >= 1, got 0"),
     ("model.sample_rate", 16000.0, r"`model.sample_rate` must be an integer, got 16000.0"),
     ("model.segment", "1024", r'`model.segment` must be an integer, got "1024"'),

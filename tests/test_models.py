@@ -88,7 +88,9 @@ def test_dcgan1d_longer_segments_crop_to_length():
     assert build_generator(cfg)(sample_latents(cfg, 2)).shape == (2, 1, 1000)
 
 
-@pytest.mark.parametrize("kind", sorted(MODELS))
+# The spectrogram models have their own (tests/test_spectral_models.py): a progressive network uses
+# only some of its layers at any one stage.
+@pytest.mark.parametrize("kind", ["dcgan1d", "wavegan"])
 def test_every_model_learns_gradients(kind):
     cfg = MODELS[kind].config()
     cfg.__dict__.update({"width": 2} if kind == "wavegan" else {"ngf": 16, "ndf": 16})

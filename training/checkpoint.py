@@ -90,16 +90,30 @@ def load_generator(path: Path, weights: str = "ema") -> tuple[Any, Any, dict[str
     weights="ema" takes the EMA copy when the run kept one (and the raw weights
     otherwise); "raw" takes the trained weights. Loading is strict.
     """
-    from .config import config_from_dict
     from .models import build_generator
+
+    return _load_network(path, build_generator, "generator", weights)
+
+
+def load_vocoder(path: Path, weights: str = "ema") -> tuple[Any, Any, dict[str, Any]]:
+    """Rebuilds a vocoder run's reconstruction network in eval mode, like `load_generator`."""
+    from .models import build_vocoder
+
+    return _load_network(path, build_vocoder, "vocoder", weights)
+
+
+def _load_network(path: Path, build: Any, raw_key: str, weights: str) -> tuple[Any, Any, dict[str, Any]]:
+    from .config import config_from_dict
 
     state = load_checkpoint(path)
     cfg = config_from_dict(state["config"], str(path))
     trainer = state["trainer"]
-    key = "ema" if weights == "ema" and trainer.get("ema") is not None else "generator"
-    generator = build_generator(cfg.model)
+    key = "ema" if weights == "ema" and trainer.get("ema") is not None else raw_key
+    if key not in trainer:
+        raise CheckpointError(f"{path}: a {cfg.model.kind} run holds no {raw_key} weights")
+    network = build(cfg.model)
     try:
-        generator.load_state_dict(trainer[key])
+        network.load_state_dict(trainer[key])
     except RuntimeError as e:
         raise CheckpointError(f"{path}: the {key} weights do not match the model of its config: {e}") from None
-    return generator.eval(), cfg, state
+    return network.eval(), cfg, state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -13,6 +14,20 @@ from .config import OPERATIONAL, ConfigError, TrainConfig, config_from_dict, des
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 RESUMABLE = sorted(OPERATIONAL)
+
+# model.kind -> (module, class) of the `loop.Run` subclass that trains it; other kinds train with `loop.Run`.
+RUNS: dict[str, tuple[str, str]] = {
+    "specgan": ("ganstream.training.spectral_train", "SpectralRun"),
+    "specdcgan": ("ganstream.training.spectral_train", "SpectralRun"),
+    "progan": ("ganstream.training.progressive", "ProgressiveRun"),
+    "vocoder": ("ganstream.training.vocoder_train", "VocoderRun"),
+}
+
+
+def run_class(kind: str) -> type:
+    """The `loop.Run` (or subclass) that trains model.kind `kind`, imported only when needed."""
+    module, name = RUNS.get(kind, ("ganstream.training.loop", "Run"))
+    return getattr(importlib.import_module(module), name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from .data import DataError
     from .distributed import init_distributed
-    from .loop import Run, TrainingDiverged, install_stop_handlers
+    from .loop import TrainingDiverged, install_stop_handlers
 
     try:
         cfg, run_dir, resume = resolve(args)
@@ -93,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         if dist.main:
             print(f"run: {run_dir}  device: {device}  model: {cfg.model.kind}  loss: {cfg.loss.kind}"
                   + (f"  processes: {dist.world}" if dist.enabled else ""), file=sys.stderr)
-        run = Run(cfg, run_dir, device, dist, resume=resume)
+        run = run_class(cfg.model.kind)(cfg, run_dir, device, dist, resume=resume)
         install_stop_handlers(run)
         run.train()
     except (ConfigError, CheckpointError, DataError, TrainingDiverged) as e:

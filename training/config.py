@@ -123,6 +123,26 @@ class TrainLoopConfig:
 
 
 @dataclass
+class ProgressiveConfig:
+    """The stage schedule of progressive growing (model.kind progan; training/progressive.py).
+
+    Each list holds one value per stage, from the first; where a list ends, its
+    last value holds for the later stages. Images are real images the critic is
+    shown (batch x loss.critic_steps per generator step).
+    """
+
+    fade_images: list[int] = field(default_factory=lambda: [600_000])  # fade-in of stages 1, 2, ... (stage 0 has none)
+    stable_images: list[int] = field(default_factory=lambda: [600_000])  # full-alpha training per stage; the last stage goes on to train.steps
+    batch_sizes: list[int] = field(default_factory=list)  # global batch per stage; empty: train.batch_size throughout
+
+    def validate(self) -> None:
+        if not self.fade_images or not self.stable_images:
+            raise ValueError("fade_images and stable_images: at least one value each")
+        if min(self.fade_images) < 1 or min(self.stable_images) < 0 or min(self.batch_sizes, default=1) < 1:
+            raise ValueError("fade_images and batch_sizes must be positive, stable_images at least 0")
+
+
+@dataclass
 class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -130,6 +150,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,6 +160,8 @@ class TrainConfig:
         d = self.to_dict()
         d["run"] = {k: v for k, v in d["run"].items() if k != "out_dir"}
         d["train"] = {k: v for k, v in d["train"].items() if k not in OPERATIONAL}
+        if d["model"]["kind"] not in PROGRESSIVE_KINDS:
+            del d["progressive"]  # unused: runs of other models keep the names they had before it existed
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:8]
 
@@ -158,7 +181,9 @@ SECTIONS: dict[str, type] = {
     "loss": LossConfig,
     "optim": OptimConfig,
     "train": TrainLoopConfig,
+    "progressive": ProgressiveConfig,
 }
+PROGRESSIVE_KINDS = frozenset({"progan"})  # model kinds that grow in stages and read the `progressive` section
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -246,6 +271,9 @@ def config_from_dict(d: dict[str, Any], source: str = "config") -> TrainConfig:
     if kind not in MODEL_CONFIGS:
         raise ConfigError(f"{source}: model.kind: unknown model {kind!r} (known: {', '.join(sorted(MODEL_CONFIGS))})")
     parts["model"] = build_dataclass(MODEL_CONFIGS[kind], model, f"{source}: model")
+    # Saved configs hold every section, so only settings other than the defaults are an error.
+    if parts["progressive"] != ProgressiveConfig() and kind not in PROGRESSIVE_KINDS:
+        raise ConfigError(f"{source}: progressive: only models that grow in stages read it ({', '.join(sorted(PROGRESSIVE_KINDS))}), not {kind}")
     return TrainConfig(**parts)
 
 

@@ -69,12 +69,10 @@ class GANTrainer:
         self.generator = build_generator(cfg.model).to(device)
         self.critic = build_critic(cfg.model).to(device)
         self.ema = EMA(self.generator, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
-        o = cfg.optim
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2))
-        self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2))
-        self.loss = GANLoss(cfg.loss)
-        self.kick = LRKick(o)
+        self.kick = LRKick(cfg.optim)
         self.lr_scale = 1.0  # halved by every NaN rollback
+        self.new_optimisers()
+        self.loss = GANLoss(cfg.loss)
         self.grad_sync = grad_sync or (lambda module: None)
         use_bf16 = cfg.train.bf16 and device.type == "cuda"
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
@@ -86,6 +84,27 @@ class GANTrainer:
 
     def latents(self, n: int) -> Tensor:
         return sample_latents(self.cfg.model, n, device=self.device)
+
+    def new_optimisers(self) -> None:
+        """Adam for both networks with fresh moment estimates, at the current learning rates."""
+        o = self.cfg.optim
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2))
+        self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2))
+        self._set_lrs(2.0**self.kick.kicks)
+
+    # What a progressive trainer (progressive.py) replaces: the networks at its stage and fade-in.
+
+    def generate(self, z: Tensor) -> Tensor:
+        """(B, latent_dim) -> what the generator makes of `z` now."""
+        return self.generator(z)
+
+    def score(self, x: Tensor) -> Tensor:
+        """The critic's (B,) scores for `x`; the loss calls this, the gradient penalty included."""
+        return self.critic(x)
+
+    def real_input(self, real: Tensor) -> Tensor:
+        """A batch of real data as the critic should see it now."""
+        return real
 
     def _set_lrs(self, g_factor: float) -> None:
         for group in self.opt_g.param_groups:
@@ -101,11 +120,12 @@ class GANTrainer:
         self.critic.requires_grad_(True)
         d_loss = torch.zeros((), device=self.device)
         for real in real_batches:
+            real = self.real_input(real)
             with torch.no_grad(), self.autocast():
-                fake = self.generator(self.latents(real.shape[0]))
+                fake = self.generate(self.latents(real.shape[0]))
             self.opt_d.zero_grad(set_to_none=True)
             with self.autocast():
-                d_loss, d_stats = self.loss.critic(self.critic, real, fake.float())
+                d_loss, d_stats = self.loss.critic(self.score, real, fake.float())
             d_loss.backward()
             self.grad_sync(self.critic)
             stats["grad_norm_d"] = grad_norm(self.critic.parameters())
@@ -116,7 +136,7 @@ class GANTrainer:
         self.critic.requires_grad_(False)
         self.opt_g.zero_grad(set_to_none=True)
         with self.autocast():
-            g_loss = self.loss.generator(self.critic, self.generator(self.latents(real_batches[-1].shape[0])))
+            g_loss = self.loss.generator(self.score, self.generate(self.latents(real_batches[-1].shape[0])))
         g_loss.backward()
         self.grad_sync(self.generator)
         stats["grad_norm_g"] = grad_norm(self.generator.parameters())

@@ -49,13 +49,18 @@ class DataOrder:
     """
 
     def __init__(self, n_items: int, global_batch: int, seed: int, dist: DistInfo):
-        if n_items < global_batch:
-            raise ConfigError(f"train.batch_size: {global_batch} is larger than the dataset ({n_items} segments)")
-        if global_batch % dist.world:
-            raise ConfigError(f"train.batch_size: {global_batch} does not split evenly over {dist.world} processes")
-        self.n, self.batch, self.seed, self.dist = n_items, global_batch, seed, dist
+        self.n, self.seed, self.dist = n_items, seed, dist
+        self.set_batch(global_batch)
         self.epoch, self.position = 0, 0
         self._perm = self._permutation(0)
+
+    def set_batch(self, global_batch: int) -> None:
+        """The size of the global batches from the next one on (progressive growing changes it per stage)."""
+        if self.n < global_batch:
+            raise ConfigError(f"train.batch_size: {global_batch} is larger than the dataset ({self.n} segments)")
+        if global_batch % self.dist.world:
+            raise ConfigError(f"train.batch_size: {global_batch} does not split evenly over {self.dist.world} processes")
+        self.batch = global_batch
 
     def _permutation(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch]).permutation(self.n)
@@ -122,21 +127,53 @@ class Run:
         _seed_all(cfg.run.seed * 1000 + dist.rank)
 
         self.data = self._load_data()
-        self.order = DataOrder(len(self.data), cfg.train.batch_size, cfg.run.seed, dist)
-        self.trainer = GANTrainer(cfg, device, grad_sync=average_gradients if dist.enabled else None)
-        # The preview latents are fixed for the whole run, so previews show progress, not luck.
-        self.preview_z = sample_latents(cfg.model, cfg.train.preview_count, torch.Generator().manual_seed(cfg.run.seed + 12345)).to(device)
+        self.order = DataOrder(len(self.data), self._first_batch_size(), cfg.run.seed, dist)
+        self.trainer = self._make_trainer(average_gradients if dist.enabled else None)
+        # The preview inputs are fixed for the whole run, so previews show progress, not luck.
+        self.preview_inputs = self._make_preview_inputs()
 
         if resume:
             self._restore(load_checkpoint(run_dir / "checkpoints" / LATEST))
         self.monitor = Monitor(run_dir, cfg.data.sample_rate, dist.main, cfg.train.tensorboard, self.step if resume else None)
-        # Only the main process evaluates; the others wait for it at the next collective.
-        self.evaluator = Evaluator(cfg, device, self.ckpt_dir / BEST if resume else None) if dist.main and cfg.train.eval_every else None
+        self.evaluator = self._make_evaluator(resume)
         if not resume:
             if dist.main:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 save_config(cfg, run_dir / "config.yaml")
             self.checkpoint()  # step 0: the rollback target before the first scheduled checkpoint
+
+    # ---- what a subclass for another task replaces (vocoder_train.py, spectral_train.py, progressive.py)
+
+    def _make_trainer(self, grad_sync: Callable[[torch.nn.Module], None] | None) -> Any:
+        return GANTrainer(self.cfg, self.device, grad_sync=grad_sync)
+
+    def _make_preview_inputs(self) -> torch.Tensor:
+        """(preview_count, latent_dim) latents, seeded by the run."""
+        seeded = torch.Generator().manual_seed(self.cfg.run.seed + 12345)
+        return sample_latents(self.cfg.model, self.cfg.train.preview_count, seeded).to(self.device)
+
+    def _make_evaluator(self, resume: bool) -> Evaluator | None:
+        # Only the main process evaluates; the others wait for it at the next collective.
+        if not (self.dist.main and self.cfg.train.eval_every):
+            return None
+        return Evaluator(self.cfg, self.device, self.ckpt_dir / BEST if resume else None)
+
+    def _batches_per_step(self) -> int:
+        return self.cfg.loss.critic_steps
+
+    def _first_batch_size(self) -> int:
+        """The global batch size of step 1 (progressive growing sets one per stage)."""
+        return self.cfg.train.batch_size
+
+    def _slow_down(self) -> None:
+        """After a rollback: halve the learning rates and undo the learning-rate kick."""
+        self.trainer.lr_scale *= 0.5
+        self.trainer.kick.kicks = 0
+        self.trainer._set_lrs(1.0)
+
+    def _progress(self, stats: dict[str, float]) -> dict[str, str]:
+        """What the progress bar shows after a step."""
+        return {"d": f"{stats['loss_d']:.3f}", "g": f"{stats['loss_g']:.3f}"}
 
     def _load_data(self) -> Any:
         """The main process prepares the cache first; the others then read it instead of racing to write it."""
@@ -191,9 +228,7 @@ class Run:
         rollbacks = self.rollbacks + 1
         self._restore(state)
         self.rollbacks = rollbacks
-        self.trainer.lr_scale *= 0.5
-        self.trainer.kick.kicks = 0
-        self.trainer._set_lrs(1.0)
+        self._slow_down()
         if self.dist.main:
             warnings.warn(
                 f"non-finite loss ({bad}): rolled back to step {self.step} with learning rates halved "
@@ -204,9 +239,8 @@ class Run:
     # ---- the loop ----------------------------------------------------------------------------
 
     def _batches(self) -> list[torch.Tensor]:
-        steps = self.cfg.loss.critic_steps
         out = []
-        for _ in range(steps):
+        for _ in range(self._batches_per_step()):
             idx, epoch = self.order.next()
             out.append(torch.from_numpy(self.data.batch(idx, epoch)).unsqueeze(1).to(self.device, non_blocking=True))
         return out
@@ -216,7 +250,11 @@ class Run:
         """(preview_count, segment) from the fixed preview latents, through the EMA generator."""
         g = self.trainer.export_generator
         g.eval()
-        return g(self.preview_z)[:, 0].float().cpu().numpy()
+        return g(self.preview_inputs)[:, 0].float().cpu().numpy()
+
+    def write_previews(self) -> None:
+        """Previews of this step in the run directory (audio and its spectrograms, by `Monitor`)."""
+        self.monitor.previews(self.step, self.generate_previews())
 
     def evaluate(self) -> dict[str, float]:
         """Scores the EMA generator against held-out data; writes best.pt when train.best_metric improves."""
@@ -254,13 +292,13 @@ class Run:
                 self.step += 1
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(d=f"{stats['loss_d']:.3f}", g=f"{stats['loss_g']:.3f}", refresh=False)
+                    bar.set_postfix(self._progress(stats), refresh=False)
                 if self.step % cfg.log_every == 0 or self.step == 1:
                     self.monitor.scalars(self.step, stats)
                 if self.evaluator is not None and self.step % cfg.eval_every == 0:
                     self.evaluate()
                 if self.step % cfg.preview_every == 0:
-                    self.monitor.previews(self.step, self.generate_previews())
+                    self.write_previews()
                     self.monitor.plot()
                 for cb in callbacks:
                     cb(self)
@@ -275,7 +313,7 @@ class Run:
             else:
                 if self._last_ckpt_step != self.step:
                     self.checkpoint()
-                self.monitor.previews(self.step, self.generate_previews())
+                self.write_previews()
         finally:
             if bar is not None:
                 bar.close()

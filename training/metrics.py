@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
 from scipy import linalg
 from scipy.special import ndtri
+
+from ganstream.realtime.spectral import mel_filters
 
 
 class Metric(NamedTuple):
@@ -48,20 +49,6 @@ METRICS: dict[str, Metric] = {
 }
 
 
-@lru_cache(maxsize=8)
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
-    """(n_mels, n_fft // 2 + 1) triangular filters on the HTK mel scale, each with unit area."""
-    fmax = fmax or sample_rate / 2
-    mel = lambda f: 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)  # noqa: E731
-    hz = lambda m: 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)  # noqa: E731
-    edges = hz(np.linspace(mel(fmin), mel(fmax), n_mels + 2))
-    bins = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    lower = (bins[None, :] - edges[:-2, None]) / (edges[1:-1, None] - edges[:-2, None])
-    upper = (edges[2:, None] - bins[None, :]) / (edges[2:, None] - edges[1:-1, None])
-    fb = np.maximum(0.0, np.minimum(lower, upper))
-    return (fb / np.maximum(fb.sum(axis=1, keepdims=True), 1e-10)).astype(np.float32)
-
-
 def power_spectrogram(audio: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
     """(N, T) -> (N, frames, n_fft // 2 + 1) power of Hann-windowed frames (no padding)."""
     audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
@@ -72,7 +59,7 @@ def power_spectrogram(audio: np.ndarray, n_fft: int = 1024, hop: int = 256) -> n
 def log_mel(audio: np.ndarray, sample_rate: int, n_fft: int = 1024, hop: int = 256, n_mels: int = 64) -> np.ndarray:
     """(N, T) -> (N, frames, n_mels) log mel energies (natural log, floored at 1e-6)."""
     audio = np.atleast_2d(audio)
-    fb = mel_filterbank(sample_rate, n_fft, n_mels)
+    fb = mel_filters(sample_rate, n_fft, n_mels)
     # In chunks of clips, so the framed copy stays small; einsum, not @: multithreaded BLAS on products
     # this small stalls 10-50x while torch's threads or another process hold the cores, which is
     # exactly when a training run evaluates (see synth.py).

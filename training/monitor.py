@@ -106,6 +106,9 @@ class Monitor:
         extra = sorted({k for r in self.history for k in r} - {"step"} - {k for ks in PANELS.values() for k in ks})
         # One panel per evaluation metric: their scales differ by orders of magnitude.
         panels = {**PANELS, **{key: (key,) for key in extra}}
+        # A run without a critic (the vocoder) has no GAN curves: leave their panels out.
+        logged = {k for r in self.history for k in r}
+        panels = {title: keys for title, keys in panels.items() if logged.intersection(keys)}
         fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.4 * len(panels)), sharex=True)
         for ax, (title, keys) in zip(np.atleast_1d(axes), panels.items()):
             for key in keys:
@@ -127,22 +130,19 @@ class Monitor:
             self.writer.close()
 
 
-def spectrogram_figure(audio: np.ndarray, sample_rate: int, title: str) -> Any:
-    """A grid of log spectrograms, one per clip of `audio` (N, T)."""
+def figure_grid(items: Any, title: str, draw: Any, row_height: float = 2.2) -> Any:
+    """A figure with one bare panel per item, four to a row, each drawn by `draw(ax, item)`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = audio.shape[0]
+    n = len(items)
     cols = min(n, 4)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.2 * rows), squeeze=False)
-    nfft = min(512, max(16, audio.shape[1] // 8))
-    for ax, clip in zip(axes.flat, audio):
-        # An untrained generator can output exact zeros; their log is -inf and drawn as the floor.
-        with np.errstate(divide="ignore"):
-            ax.specgram(clip, NFFT=nfft, Fs=sample_rate, noverlap=nfft * 3 // 4, cmap="magma", vmin=-120)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, row_height * rows), squeeze=False)
+    for ax, item in zip(axes.flat, items):
+        draw(ax, item)
         ax.set_xticks([])
         ax.set_yticks([])
     for ax in list(axes.flat)[n:]:
@@ -150,3 +150,15 @@ def spectrogram_figure(audio: np.ndarray, sample_rate: int, title: str) -> Any:
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def spectrogram_figure(audio: np.ndarray, sample_rate: int, title: str) -> Any:
+    """A grid of log spectrograms, one per clip of `audio` (N, T)."""
+    nfft = min(512, max(16, audio.shape[1] // 8))
+
+    def draw(ax: Any, clip: np.ndarray) -> None:
+        # An untrained generator can output exact zeros; their log is -inf and drawn as the floor.
+        with np.errstate(divide="ignore"):
+            ax.specgram(clip, NFFT=nfft, Fs=sample_rate, noverlap=nfft * 3 // 4, cmap="magma", vmin=-120)
+
+    return figure_grid(audio, title, draw)

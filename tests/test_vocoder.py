@@ -1,0 +1,236 @@
+"""The reconstruction network: exportable (inverse) STFT, the vocoder, its training through `train`, and its export."""
+
+import csv
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import soundfile as sf
+import torch
+from test_training import tensors_equal
+
+from ganstream.export.bundle import export_run
+from ganstream.export.cli import main as export_main
+from ganstream.export.onnx import BATCH, TensorSpec, export_graph
+from ganstream.realtime.bundle import BundleError, load_bundle, load_reconstruction
+from ganstream.realtime.inference import Reconstructor
+from ganstream.realtime import spectral as front_end
+from ganstream.realtime.spectral import BinNorm, SpectralParams
+from ganstream.training.checkpoint import load_checkpoint, load_vocoder
+from ganstream.training.cli import main as train_main
+from ganstream.training.config import load_config
+from ganstream.training.loop import run_dir_for
+from ganstream.training.models.istft import STFT, InverseSTFT
+from ganstream.training.models.vocoder import Vocoder, VocoderConfig
+from ganstream.training.spectral import log_magnitude, stft
+from ganstream.training.vocoder_train import VocoderRun, VocoderTrainer
+
+CPU = torch.device("cpu")
+TINY = ["model.kind=vocoder", "model.frames=16", "model.width=8", "model.depth=1", "model.expansion=2"]
+
+
+def vocoder_config(tiny_config, *overrides):
+    return tiny_config(*TINY, "optim.lr_g=3e-3", *overrides)
+
+
+# ---- the exportable STFT pair -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_fft, hop", [(256, 128), (256, 64), (512, 128), (1024, 128)])
+def test_inverse_stft_matches_the_front_end_and_torch_istft(n_fft, hop):
+    params = SpectralParams(n_fft=n_fft, hop=hop)
+    gen = torch.Generator().manual_seed(n_fft + hop)
+    spectrum = torch.randn(2, n_fft // 2 + 1, 37, dtype=torch.complex64, generator=gen)
+    got = InverseSTFT(n_fft, hop)(spectrum.real, spectrum.imag)
+    assert got.shape == (2, 37 * hop)
+    assert np.abs(got.numpy() - front_end.istft(spectrum.numpy(), params)).max() < 1e-4
+    # torch.istft divides by the bare window envelope; the front end floors it over the last hop's tail.
+    expected = torch.istft(spectrum, n_fft, hop, window=torch.hann_window(n_fft), center=True, length=37 * hop)
+    covered = torch.from_numpy(front_end.envelope(n_fft, hop, 37) >= front_end.ENVELOPE_FLOOR)
+    assert covered[:-hop].all()  # floored, if anywhere, only within the last hop
+    assert (got - expected)[:, covered].abs().max() < 1e-4
+    # and it inverts the front end's analysis
+    audio = torch.randn(2, 4000, generator=gen)
+    spec = stft(audio, params)
+    back = InverseSTFT(n_fft, hop)(spec.real, spec.imag)
+    n = back.shape[1] - hop  # all but the last hop, which fades
+    assert (back[:, :n] - audio[:, :n]).abs().max() < 1e-4
+
+
+def test_forward_stft_matches_the_front_end():
+    audio = torch.randn(3, 3000, generator=torch.Generator().manual_seed(1))
+    params = SpectralParams()
+    expected = front_end.stft(audio.numpy(), params)
+    real, imag = STFT(256, 128)(audio)
+    assert real.shape == expected.shape == (3, 129, 3000 // 128)
+    scale = np.abs(expected).max()
+    assert np.abs(real.numpy() - expected.real).max() / scale < 1e-5 and np.abs(imag.numpy() - expected.imag).max() / scale < 1e-5
+
+
+class _Pair(torch.nn.Module):
+    """InverseSTFT on one tensor, (B, 2F, T): real parts then imaginary ones."""
+
+    def __init__(self, n_fft, hop):
+        super().__init__()
+        self.istft = InverseSTFT(n_fft, hop)
+
+    def forward(self, spectrum):
+        return self.istft(*spectrum.chunk(2, dim=1))
+
+
+def test_inverse_stft_in_onnxruntime_matches_torch(tmp_path):
+    module = _Pair(256, 128)
+    x = torch.randn(4, 258, 20, generator=torch.Generator().manual_seed(2))
+    entry = export_graph(
+        module, (x,), [TensorSpec("spectrum", (BATCH, 258, 20), free=((2, "frames"),))],
+        [TensorSpec("audio", (BATCH, 128 * 20), free=((1, "samples"),))], tmp_path / "istft.onnx",
+    )
+    assert entry["parity_max_abs_error"] <= 1e-4
+    # The frames axis stays symbolic: another length runs through the same file.
+    longer = torch.randn(1, 258, 333, generator=torch.Generator().manual_seed(3))
+    session = ort.InferenceSession(str(tmp_path / "istft.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"spectrum": longer.numpy()})
+    assert got.shape == (1, 128 * 333)
+    assert np.abs(got - module(longer).numpy()).max() < 1e-4
+
+
+# ---- the network ---------------------------------------------------------------------------------
+
+
+def test_vocoder_maps_frames_to_audio_of_the_front_ends_length():
+    cfg = VocoderConfig(frames=16, width=8, depth=1)
+    vocoder = Vocoder(cfg).eval()
+    params = cfg.spectral()
+    frames = torch.rand(3, params.bins, 16) * 2 - 1
+    audio = vocoder(frames)
+    assert audio.shape == (3, params.samples(16)) == (3, cfg.segment)
+    assert audio.abs().max() <= 1.0
+    assert vocoder(torch.rand(1, params.bins, 40) * 2 - 1).shape == (1, params.samples(40))  # any length
+
+
+def test_untrained_vocoder_starts_from_the_input_magnitude():
+    """The magnitude head starts at a zero residual: the predicted magnitude is the denormalised input."""
+    cfg = VocoderConfig(frames=16, width=8, depth=1)
+    vocoder = Vocoder(cfg).eval()
+    params = cfg.spectral()
+    mean = np.linspace(-6.0, -2.0, params.bins).astype(np.float32)
+    std = np.linspace(0.5, 2.0, params.bins).astype(np.float32)
+    vocoder.set_norm(BinNorm(mean, std, clip=3.0))
+    frames = torch.rand(2, params.bins, 16) * 1.8 - 0.9  # inside the clip
+    with torch.no_grad():
+        real, imag = vocoder.spectrum(frames)
+    magnitude = torch.sqrt(real**2 + imag**2)[:, : params.bins]
+    expected = torch.exp(frames * 3.0 * torch.from_numpy(std)[:, None] + torch.from_numpy(mean)[:, None])
+    ratio = magnitude / expected  # |(x, y)| / sqrt(x^2 + y^2 + eps): 1 but where the phase head outputs nearly (0, 0)
+    assert ratio.max() <= 1 + 1e-5 and ratio.median() > 1 - 1e-4 and ratio.min() > 0.9
+
+
+def test_a_few_steps_reduce_the_loss_on_tones(tiny_config):
+    cfg = vocoder_config(tiny_config)
+    params = cfg.model.spectral()
+    t = np.arange(cfg.model.segment) / params.sample_rate
+    freqs = np.array([220.0, 330.0, 440.0, 587.0])
+    tones = (0.5 * np.sin(2 * np.pi * freqs[:, None] * t) * np.exp(-2.0 * t)).astype(np.float32)
+    log_mag = log_magnitude(stft(torch.from_numpy(tones), params), params)
+    norm = BinNorm(log_mag.mean(dim=(0, 2)).numpy(), log_mag.std(dim=(0, 2)).clamp_min(1e-3).numpy(), clip=3.0)
+    torch.manual_seed(0)
+    trainer = VocoderTrainer(cfg, CPU, norm)
+    batch = [torch.from_numpy(tones).unsqueeze(1)]
+    losses = [trainer.step(batch)["loss"] for _ in range(40)]
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+
+
+# ---- training through `train` ------------------------------------------------------------------
+
+
+def test_train_cli_trains_a_vocoder_with_metrics_and_previews(tiny_config, tmp_path):
+    cfg = vocoder_config(tiny_config, "train.preview_every=2")
+    overrides = [*TINY, "optim.lr_g=3e-3", "train.preview_every=2", "data.synth_items=24", f"data.cache_dir={tmp_path / 'cache'}",
+                 "train.batch_size=4", "train.steps=4", "train.progress=false", "train.tensorboard=false", "train.log_every=1",
+                 "train.preview_count=2", "train.device=cpu", "train.eval_every=0"]
+    assert train_main([*overrides, "--out", str(tmp_path / "runs")]) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name == f"run-{load_config(None, overrides).hash()}"
+    state = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
+    assert state["step"] == 4 and set(state["trainer"]) == {"vocoder", "ema", "opt", "lr_scale"}
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    assert [int(float(r["step"])) for r in rows] == [1, 2, 3, 4]
+    for key in ("loss", "spectral_convergence", "log_magnitude", "mel", "grad_norm", "lr"):
+        assert all(np.isfinite(float(r[key])) for r in rows), key
+    # Each preview clip, then its reconstruction, with the monitor's gaps between them.
+    audio, sr = sf.read(run_dir / "previews" / "step_00000004.wav")
+    segment = cfg.model.segment
+    assert sr == 16000 and len(audio) == 4 * (segment + sr // 5)
+    clips = audio.reshape(4, -1)[:, :segment]
+    assert np.abs(clips[1]).max() > 0 and not np.allclose(clips[0], clips[1], atol=1e-3)
+    assert (run_dir / "curves.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("extra", [[], ["model.adversarial=0.1", "loss.kind=hinge"]], ids=["spectral", "adversarial"])
+def test_vocoder_resume_is_exact(tiny_config, tmp_path, extra):
+    """Stopping at step 3 and resuming gives bit-identical weights, optimisers, EMA (and critic) to a straight run."""
+    straight_cfg = vocoder_config(tiny_config, "train.steps=6", f"run.out_dir={tmp_path / 'a'}", "data.synth_items=40", *extra)
+    straight = VocoderRun(straight_cfg, run_dir_for(straight_cfg), CPU)
+    straight.train()
+    assert ("critic" in straight.trainer.state()) == bool(extra)
+
+    cfg = vocoder_config(tiny_config, "train.steps=6", f"run.out_dir={tmp_path / 'b'}", "data.synth_items=40", *extra)
+    first = VocoderRun(cfg, run_dir_for(cfg), CPU)
+    first.train(callbacks=(lambda r: r.request_stop() if r.step == 3 else None,))
+    assert first.step == 3
+    resumed = VocoderRun(cfg, run_dir_for(cfg), CPU, resume=True)
+    assert resumed.step == 3
+    resumed.train()
+    assert resumed.step == 6
+    assert tensors_equal(straight.trainer.state(), resumed.trainer.state())
+    assert straight.order.state() == resumed.order.state()
+    # the norm buffers travelled with the checkpoint
+    assert torch.equal(resumed.trainer.vocoder.norm_mean, straight.trainer.vocoder.norm_mean)
+    assert resumed.trainer.vocoder.norm_std.min() > 0 and not torch.all(resumed.trainer.vocoder.norm_std == 1)
+
+
+# ---- export -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def vocoder_run(tiny_config):
+    cfg = vocoder_config(tiny_config, "train.steps=2")
+    run = VocoderRun(cfg, run_dir_for(cfg), CPU)
+    run.train()
+    return run.run_dir
+
+
+def test_vocoder_exports_alone_with_parity(vocoder_run, tmp_path, capsys):
+    out = tmp_path / "voc.gsb"
+    assert export_main([str(vocoder_run), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "reconstruction: fp32, opset 17, parity max abs error" in printed and "over 16 spectrograms" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format_version"] == 2 and manifest["model"]["kind"] == "reconstruction"
+    graph = manifest["graphs"]["reconstruction"]
+    assert 0 <= graph["parity_max_abs_error"] <= 1e-4
+    assert graph["inputs"][0]["shape"] == ["batch", 128, 16] and graph["outputs"][0]["shape"] == ["batch", 16 * 128]
+    assert manifest["spectral"]["params"]["n_fft"] == 256 and manifest["spectral"]["norm"]["clip"] == 3.0
+
+    network = load_reconstruction(out)
+    vocoder, _, _ = load_vocoder(vocoder_run / "checkpoints" / "latest.pt")
+    mean, std = network.spectral.norm.to_arrays()
+    assert np.array_equal(mean, vocoder.norm_mean.numpy()) and np.array_equal(std, vocoder.norm_std.numpy())
+    # The same file reconstructs any number of frames, as eval-reconstruction needs.
+    frames = (torch.randn(2, 128, 50, generator=torch.Generator().manual_seed(5)) / 3).clamp(-1, 1)
+    audio = Reconstructor(network, provider="cpu", threads=1).reconstruct(frames.numpy())
+    assert audio.shape == (2, 50 * 128)
+    with torch.no_grad():
+        assert np.abs(audio - vocoder(frames).numpy()).max() < 1e-4
+
+    with pytest.raises(BundleError, match=r'`model.kind` is "reconstruction": the bundle holds a reconstruction network and no generator'):
+        load_bundle(out)
+
+
+def test_vocoder_export_refuses_a_vocoder_for_a_vocoder(vocoder_run, tmp_path):
+    from ganstream.export.onnx import ExportError
+
+    with pytest.raises(ExportError, match="is a vocoder run; --vocoder goes with a spectral GAN run"):
+        export_run(vocoder_run, tmp_path / "x.gsb", vocoder=vocoder_run)
