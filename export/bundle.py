@@ -212,6 +212,13 @@ def export_run(
 
     generator, cfg, state = load_generator(ckpt_path, "ema")
     say(f"checkpoint {ckpt_path}: step {state['step']}, {_weights(state)} weights, {cfg.model.kind}")
+    stages = getattr(cfg.model, "stages", None)
+    if stages is not None and state["trainer"].get("stage", stages - 1) < stages - 1:
+        # The exported network always runs at full size: its top blocks would be untrained.
+        raise ExportError(
+            f"{ckpt_path}: this progressive run is at stage {state['trainer']['stage'] + 1} of {stages}; "
+            "export it once it has reached its last stage (train it longer, or pick a later checkpoint)"
+        )
     if not is_spectral_model(cfg.model):
         if vocoder is not None:
             raise ExportError(f"{run_dir}: {cfg.model.kind} generates audio; --vocoder is for spectral GAN runs")

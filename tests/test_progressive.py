@@ -220,3 +220,15 @@ def test_resume_in_the_middle_of_a_fade_in_is_exact(tmp_path):
     assert resumed.step == 9 and resumed.trainer.stage == 2
     assert tensors_equal(straight.trainer.state(), resumed.trainer.state())
     assert straight.order.state() == resumed.order.state() and straight.order.batch == resumed.order.batch == 8
+
+
+def test_export_refuses_a_run_before_its_last_stage(tmp_path):
+    from ganstream.export.bundle import export_run
+    from ganstream.export.onnx import ExportError
+
+    cfg = _config(tmp_path, "train.steps=4")  # stops in stage 1's fade-in, of 3 stages
+    run = ProgressiveRun(cfg, run_dir_for(cfg), CPU)
+    run.train()
+    with pytest.raises(ExportError, match="progressive run is at stage 2 of 3; export it once it has reached its last stage"):
+        export_run(run.run_dir, tmp_path / "b.gsb", vocoder=tmp_path / "no-vocoder-needed-yet")
+    assert not (tmp_path / "b.gsb").exists()
