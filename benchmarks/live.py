@@ -95,6 +95,9 @@ class Jack:
         return {
             "server_xrun_lines": len(lines),
             "engine_blamed": sum(1 for line in lines if "PortAudio was not finished, state = Running" in line),
+            # Woken but not yet scheduled when the cycle ended: the machine's doing, not the callback's
+            # (benchmarks/jack_baseline.py sees these with a client that does nothing).
+            "engine_not_scheduled": sum(1 for line in lines if "PortAudio was not finished, state = Triggered" in line),
             "cycles": cycles,
         }
 
@@ -282,7 +285,7 @@ def main() -> None:
                 f"rss {r['peak_rss_mb']:4.0f} MB  first sound {r['first_sound_s']:.2f} s  "
                 f"ring underruns {r['ring_underruns']}  late callbacks {r['late_callbacks']}  "
                 f"device underflows {r['device_underflows']} (JACK xrun cycles {r['jack']['cycles']}, "
-                f"blamed on the engine {r['jack']['engine_blamed']})"
+                f"engine running {r['jack']['engine_blamed']}, not yet scheduled {r['jack']['engine_not_scheduled']})"
             )
 
         soak_s = args.minutes * 60
@@ -293,8 +296,9 @@ def main() -> None:
             results["soak"] = {**r, "minutes": args.minutes}
             print(
                 f"  ring underruns {r['ring_underruns']}, late callbacks {r['late_callbacks']}, device underflows "
-                f"{r['device_underflows']} (JACK xrun cycles {r['jack']['cycles']}, blamed on the engine "
-                f"{r['jack']['engine_blamed']}); p95 latency {r['latency_ms']['p95']:.1f} ms; "
+                f"{r['device_underflows']} (JACK xrun cycles {r['jack']['cycles']}, engine running "
+                f"{r['jack']['engine_blamed']}, not yet scheduled {r['jack']['engine_not_scheduled']}); "
+                f"p95 latency {r['latency_ms']['p95']:.1f} ms; "
                 f"cpu {100 * r['cpu_load']:.1f}%; rss {r['peak_rss_mb']:.0f} MB"
             )
     results["machine"]["loadavg_at_end"] = os.getloadavg()
