@@ -295,11 +295,6 @@ def log_magnitude(x: np.ndarray, p: SpectralParams) -> np.ndarray:
     return np.log(np.maximum(magnitude(x, p), p.log_floor)).astype(np.float32)
 
 
-def audio_log_magnitude(audio: np.ndarray, p: SpectralParams) -> np.ndarray:
-    """(..., T) -> (..., bins, T // hop): `log_magnitude` of audio, by the name data code reads best."""
-    return log_magnitude(np.asarray(audio, np.float32), p)
-
-
 @lru_cache(maxsize=16)
 def mel_filters(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
     """(n_mels, n_fft // 2 + 1) triangular filters on the HTK mel scale, each with unit area."""

@@ -59,14 +59,20 @@ def numbered_checkpoints(ckpt_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def load_weights_only(path: Path, error: type[Exception], what: str) -> Any:
+    """torch.load on the CPU with weights_only=True (no pickled code runs); an unreadable file raises
+    `error` with "PATH: not a readable WHAT (...)"."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for truncated or foreign files
+        raise error(f"{path}: not a readable {what} ({type(e).__name__}: {e})") from None
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Loads with weights_only=True (no pickled code runs) and checks the format version."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    state = load_weights_only(path, CheckpointError, "checkpoint")
     if not isinstance(state, dict) or "format" not in state:
         raise CheckpointError(f"{path}: not a ganstream checkpoint (no format field)")
     if state["format"] != FORMAT:

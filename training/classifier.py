@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import save_atomic
+from .checkpoint import load_weights_only, save_atomic
 from .config import ConfigError, DataConfig, build_dataclass
 from .data import AudioSegments, DataError, load_dataset
 from .metrics import log_mel
@@ -136,10 +136,7 @@ def load_classifier(path: str | Path) -> Classifier:
     path = Path(path).expanduser()
     if not path.is_file():
         raise ClassifierError(f"{path}: no such classifier file (make one with `ganstream train-classifier DATA -o {path.name}`)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for truncated or foreign files
-        raise ClassifierError(f"{path}: not a readable classifier ({type(e).__name__}: {e})") from None
+    state = load_weights_only(path, ClassifierError, "classifier")
     if not isinstance(state, dict) or state.get("kind") != KIND:
         raise ClassifierError(f"{path}: not a ganstream classifier (made by `ganstream train-classifier`)")
     if state.get("format") != FORMAT:

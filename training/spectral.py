@@ -25,7 +25,7 @@ from ganstream.realtime.spectral import (
 
 __all__ = [
     "BinNorm", "SpectralParams", "SpectralError", "mel_filterbank", "mel_filters", "mel_pseudo_inverse",
-    "window", "stft", "istft", "magnitude", "log_magnitude", "audio_log_magnitude", "normalise", "denormalise",
+    "window", "stft", "istft", "magnitude", "log_magnitude", "normalise", "denormalise",
     "dataset_moments",
 ]
 
@@ -91,11 +91,6 @@ def log_magnitude(x: Tensor, p: SpectralParams) -> Tensor:
     return torch.log(magnitude(x, p).clamp_min(p.log_floor))
 
 
-def audio_log_magnitude(audio: Tensor, p: SpectralParams) -> Tensor:
-    """(..., T) -> (..., bins, T // hop): `log_magnitude` of audio."""
-    return log_magnitude(audio, p)
-
-
 def _stats(norm: BinNorm | Tensor, std: Tensor | None, clip: float | None, like: Tensor) -> tuple[Tensor, Tensor, float]:
     if isinstance(norm, BinNorm):
         mean, std = (torch.as_tensor(a, device=like.device, dtype=like.dtype) for a in norm.to_arrays())
@@ -135,7 +130,7 @@ def dataset_moments(
     count = 0
     for chunk in _chunks(data, batch, max_segments):
         with torch.no_grad():
-            lm = audio_log_magnitude(torch.as_tensor(np.asarray(chunk, np.float32)), p).double()
+            lm = log_magnitude(torch.as_tensor(np.asarray(chunk, np.float32)), p).double()
         s, s2 = lm.sum(dim=(0, 2)), (lm**2).sum(dim=(0, 2))
         total = s if total is None else total + s
         total_sq = s2 if total_sq is None else total_sq + s2

@@ -26,7 +26,7 @@ import torch
 
 from ganstream.realtime.spectral import BinNorm, SpectralParams
 
-from ..spectral import audio_log_magnitude, dataset_moments, normalise
+from ..spectral import dataset_moments, log_magnitude, normalise
 from .dataset import AudioSegments
 
 log = logging.getLogger("ganstream.training.data")
@@ -55,7 +55,7 @@ class SpectrogramSegments:
         """(B,) segment indices -> (B, bins, frames) float32 normalised log-magnitude in [-1, 1]."""
         audio = torch.from_numpy(self.audio.batch(indices, epoch))
         with torch.no_grad():
-            spec = normalise(audio_log_magnitude(audio, self.params), self.norm)
+            spec = normalise(log_magnitude(audio, self.params), self.norm)
         return spec[..., : self.frames].numpy()
 
 
