@@ -387,15 +387,39 @@ def spectral_section(params: Any, frames: int, norm: Any, tmp: Path) -> dict[str
     }
 
 
+def parity_spectrograms(params: Any, norm: Any, frames: int, seed: int) -> np.ndarray:
+    """(PARITY_ITEMS, bins, frames) normalised spectrograms of signals like those a reconstruction network meets.
+
+    Decaying harmonic notes over a little noise, at levels from -30 to -6 dBFS. Frames of
+    independent noise in every bin would make any trained network's output a saturated
+    roar, where float32 rounding alone exceeds the parity limit.
+    """
+    from ganstream.realtime.spectral import log_magnitude, normalise
+
+    rng = np.random.default_rng(seed)
+    samples = params.samples(frames)
+    t = np.arange(samples) / params.sample_rate
+    items = []
+    for _ in range(PARITY_ITEMS):
+        audio = 0.01 * rng.standard_normal(samples)
+        for _ in range(rng.integers(1, 4)):
+            f0 = rng.uniform(60.0, params.sample_rate / 16)
+            onset = rng.uniform(0.0, 0.5) * t[-1]
+            env = np.where(t >= onset, np.exp(-rng.uniform(1.0, 8.0) * (t - onset)), 0.0)
+            partials = np.arange(1, int(params.sample_rate / 2 / f0))
+            audio += env * np.sum(np.sin(2 * np.pi * np.outer(partials, t) * f0 + rng.uniform(0, 2 * np.pi, (len(partials), 1))) / partials[:, None], axis=0)
+        audio *= 10 ** (rng.uniform(-30.0, -6.0) / 20) / max(np.abs(audio).max(), 1e-9)
+        items.append(normalise(log_magnitude(audio.astype(np.float32), params), norm))
+    return np.stack(items).astype(np.float32)
+
+
 def reconstruction_manifest(
     network: Any, cfg: Any, state: dict[str, Any], tmp: Path, out: Path, name: str | None,
     provenance: dict[str, Any], options: dict[str, Any], say: Callable[[str], None],
 ) -> dict[str, Any]:
     """Writes a vocoder's files into tmp (network and front end); returns its manifest (format version 2)."""
     params, frames = cfg.model.spectral(), cfg.model.frames
-    # Frames distributed as normalised spectrograms are: each bin's z-score (std 1) over the clip, within [-1, 1].
-    seeded = torch.Generator().manual_seed(options["seed"])
-    inputs = (torch.randn(PARITY_ITEMS, params.bins, frames, generator=seeded) / cfg.model.norm_clip).clamp(-1, 1)
+    inputs = torch.from_numpy(parity_spectrograms(params, network.norm(), frames, options["seed"]))
     t0 = time.perf_counter()
     graph = export_reconstruction(
         network, params.bins, frames, tmp / RECONSTRUCTION_FILE, inputs, options["opset"], options["fp16"], str(out / RECONSTRUCTION_FILE)

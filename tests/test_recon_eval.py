@@ -99,18 +99,20 @@ def test_a_spectral_bundle_joins_the_table_and_its_gan_is_measured(tones, spectr
     assert report["segment"] == 64 * 128  # the bundle's frames, inverted
     net = rows["network"]
     assert np.isfinite(net["spectral_convergence_db"]) and np.isfinite(net["log_spectral_distance_db"])
-    # Untrained, the vocoder puts the input magnitude back under a phase of its own, about as good
-    # as a random one (measured -7 dB, 10.5 dB LSD on one clip): worse than Griffin-Lim, yet the
-    # same sound. Feeding it anything but the normalised magnitude (zeros measured -0.3 dB, 25 dB) fails.
-    assert rows["GL-32"]["spectral_convergence_db"] < net["spectral_convergence_db"] < -4.0
-    assert net["log_spectral_distance_db"] < 15.0
+    # Every method but "GL-32 exact" gets the magnitudes clipped as the network's input clips them,
+    # which costs Griffin-Lim about 2 dB here (measured -21.8 against -23.8 dB).
+    assert rows["GL-32 exact"]["spectral_convergence_db"] < rows["GL-32"]["spectral_convergence_db"] - 1.0
+    assert rows["GL-32 exact"]["input"] == "exact" and net["input"] == rows["GL-32"]["input"] == "front end"
+    # Untrained, the vocoder is a phase-locked vocoder with one Griffin-Lim step: on harmonic tones
+    # it measured -19.9 dB, between PGHI and GL-32 (a random phase under the same magnitude: -7 dB).
+    assert net["spectral_convergence_db"] < -15.0
+    assert "normalised per bin, clipped at norm_clip std" in out
     c = report["consistency"]
     assert "spectral consistency" in out and c["items"] == 16
     for who in ("generated", "real"):
         assert all(np.isfinite(v) for v in c[who].values())
         assert all(v < 0 for v in c[who].values())  # nearer the spectrogram than nothing is
-    # Measured through the untrained network, whose phase is poor, a real clip looks far less consistent.
-    assert c["real"]["network"] > c["real"]["GL-32"] + 6.0
+    assert c["real"]["network"] < -15.0  # the locked phase is nearly consistent for a real clip (measured -19.9 dB)
 
 
 def test_a_bare_onnx_network_takes_its_statistics_from_the_training_split(tones, spectral_bundle, tmp_path, capsys):

@@ -111,7 +111,7 @@ def test_vocoder_maps_frames_to_audio_of_the_front_ends_length():
 
 def test_untrained_vocoder_starts_from_the_input_magnitude():
     """The magnitude head starts at a zero residual: the predicted magnitude is the denormalised input."""
-    cfg = VocoderConfig(frames=16, width=8, depth=1)
+    cfg = VocoderConfig(frames=16, width=8, depth=1, projections=0)  # a Griffin-Lim step would reshape noise frames
     vocoder = Vocoder(cfg).eval()
     params = cfg.spectral()
     mean = np.linspace(-6.0, -2.0, params.bins).astype(np.float32)
@@ -124,6 +124,25 @@ def test_untrained_vocoder_starts_from_the_input_magnitude():
     expected = torch.exp(frames * 3.0 * torch.from_numpy(std)[:, None] + torch.from_numpy(mean)[:, None])
     ratio = magnitude / expected  # |(x, y)| / sqrt(x^2 + y^2 + eps): 1 but where the phase head outputs nearly (0, 0)
     assert ratio.max() <= 1 + 1e-5 and ratio.median() > 1 - 1e-4 and ratio.min() > 0.9
+
+
+@pytest.mark.parametrize("projections", [0, 1])
+@pytest.mark.parametrize("freq", [440.0, 1234.5])
+def test_untrained_vocoder_is_a_phase_locked_vocoder(freq, projections):
+    """Untrained, the phase comes from the magnitude's peaks: a steady tone between two bins' centres comes back
+    nearly exact (measured -32 to -45 dB spectral convergence; a random phase under the same magnitude gives about -5 dB)."""
+    cfg = VocoderConfig(frames=32, width=8, depth=1, projections=projections)
+    vocoder = Vocoder(cfg).eval()
+    params = cfg.spectral()
+    t = np.arange(params.samples(32)) / params.sample_rate
+    tone = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    log_mag = front_end.log_magnitude(tone, params)
+    norm = BinNorm(log_mag.mean(axis=1), log_mag.std(axis=1) + 1.0, clip=3.0)  # wide enough that nothing clips
+    vocoder.set_norm(norm)
+    with torch.no_grad():
+        audio = vocoder(torch.from_numpy(front_end.normalise(log_mag, norm))[None].float())[0].numpy()
+    want, got = np.abs(front_end.stft(tone, params))[:, 2:-2], np.abs(front_end.stft(audio, params))[:, 2:-2]
+    assert 20 * np.log10(np.linalg.norm(want - got) / np.linalg.norm(want)) < -30.0
 
 
 def test_a_few_steps_reduce_the_loss_on_tones(tiny_config):

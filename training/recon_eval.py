@@ -9,8 +9,12 @@ uses, for the same --seed and --holdout), side by side in one run:
   in ONNX Runtime, fed the normalised log-magnitude a spectral GAN would give it.
 
 Each clip's STFT magnitude is taken with the front end (the network's, or
---n-fft/--hop/--mel-bins); each method rebuilds audio from the front end's
-magnitudes; the magnitude of the rebuilt audio's STFT is compared with the
+--n-fft/--hop/--mel-bins); each method rebuilds audio from the same magnitudes,
+as the front end represents them: with a network, that is after its per-bin
+normalisation, which clips each bin at norm_clip standard deviations, since
+that is all a spectral GAN's output (and so any method in the engine) can hold.
+One more row, "GL-32 exact", runs Griffin-Lim on the unclipped magnitudes, for
+reference. The magnitude of the rebuilt audio's STFT is compared with the
 original's: spectral convergence and log-spectral distance (dB, lower is better)
 and compute seconds per second of audio (one CPU thread, lower is faster).
 
@@ -51,6 +55,7 @@ class Method:
 
     name: str
     run: Callable[[np.ndarray], np.ndarray]
+    exact: bool = False  # given the unclipped magnitudes, not the front end's representation of them
 
 
 # ---------------------------------------------------------------------------- measures
@@ -100,10 +105,17 @@ class Network:
 
     def method(self) -> Method:
         def run(mag: np.ndarray) -> np.ndarray:
-            x = normalise(np.log(np.maximum(mag, self.params.log_floor)), self.norm)
-            return self.run(x[None])[0]
+            return self.run(self.normalised(mag)[None])[0]
 
         return Method("network", run)
+
+    def normalised(self, mag: np.ndarray) -> np.ndarray:
+        """(bins, F) magnitudes -> (bins, F) the network's input: normalised log-magnitude, clipped."""
+        return normalise(np.log(np.maximum(mag, self.params.log_floor)), self.norm)
+
+    def represent(self, mag: np.ndarray) -> np.ndarray:
+        """(bins, F) magnitudes as the network's input holds them: clipped where normalisation clips."""
+        return np.exp(self.norm.denormalise(self.normalised(mag)))
 
 
 def open_network(path: str, provider: str, front_end: Callable[[], SpectralParams], moments: Callable[[SpectralParams], BinNorm]) -> Network:
@@ -173,8 +185,15 @@ def generated_consistency(net: Network, clips: np.ndarray, provider: str) -> dic
 # ---------------------------------------------------------------------------- the comparison
 
 
-def evaluate(clips: np.ndarray, p: SpectralParams, methods: list[Method], log: Callable[[str], None] = lambda s: None) -> list[dict[str, Any]]:
-    """(N, T) real clips -> one row per method: spectral convergence, log-spectral distance, compute per audio second."""
+def evaluate(
+    clips: np.ndarray, p: SpectralParams, methods: list[Method], log: Callable[[str], None] = lambda s: None,
+    represent: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> list[dict[str, Any]]:
+    """(N, T) real clips -> one row per method: spectral convergence, log-spectral distance, compute per audio second.
+
+    Every method gets `represent(magnitudes)` (default: the magnitudes themselves) but an `exact` one,
+    which gets the magnitudes. Representing is not timed.
+    """
     rows = []
     audio_seconds = clips.size / p.sample_rate
     for m in methods:
@@ -183,6 +202,8 @@ def evaluate(clips: np.ndarray, p: SpectralParams, methods: list[Method], log: C
             spec = stft(clip, p)
             reference = np.abs(spec)
             mag = magnitude(spec, p)
+            if represent is not None and not m.exact:
+                mag = represent(mag)
             t0 = time.perf_counter()
             audio = np.asarray(m.run(mag), np.float32).reshape(-1)
             spent += time.perf_counter() - t0
@@ -195,6 +216,7 @@ def evaluate(clips: np.ndarray, p: SpectralParams, methods: list[Method], log: C
             "log_spectral_distance_db": float(np.mean(lsd)),
             "compute_s_per_audio_s": spent / audio_seconds,
             "clips": int(len(clips)),
+            "input": "exact" if m.exact or represent is None else "front end",
         })
         log(f"  {m.name}: SC {rows[-1]['spectral_convergence_db']:.2f} dB")
     return rows
@@ -205,7 +227,7 @@ def _fit(audio: np.ndarray, length: int) -> np.ndarray:
 
 
 def format_table(rows: list[dict[str, Any]], p: SpectralParams, seconds: float) -> str:
-    head = f"{'method':<10} {'spectral convergence':>21} {'log-spectral distance':>22} {'compute':>14}"
+    head = f"{'method':<12} {'spectral convergence':>21} {'log-spectral distance':>22} {'compute':>14}"
     lines = [
         f"reconstruction from magnitudes: n_fft {p.n_fft}, hop {p.hop}, {p.bins} bins, "
         f"{rows[0]['clips']} held-out clips ({seconds:.1f} s)",
@@ -214,10 +236,13 @@ def format_table(rows: list[dict[str, Any]], p: SpectralParams, seconds: float) 
     ]
     for r in rows:
         lines.append(
-            f"{r['method']:<10} {r['spectral_convergence_db']:>18.2f} dB {r['log_spectral_distance_db']:>19.2f} dB "
+            f"{r['method']:<12} {r['spectral_convergence_db']:>18.2f} dB {r['log_spectral_distance_db']:>19.2f} dB "
             f"{r['compute_s_per_audio_s']:>10.4f} s/s"
         )
     lines.append("(lower is better in every column; compute: seconds of one CPU thread per second of audio)")
+    if any(r["input"] == "front end" for r in rows):
+        lines.append("(every method but \"exact\" rebuilds the magnitudes as the network's input holds them: "
+                     "normalised per bin, clipped at norm_clip std)")
     return "\n".join(lines)
 
 
@@ -301,8 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             Method("PGHI", lambda m: pghi(m, params)),
         ]
         if net:
-            methods.append(net.method())
-        rows = evaluate(clips, params, methods, log)
+            methods += [net.method(), Method("GL-32 exact", lambda m: griffin_lim(m, params, 32), exact=True)]
+        rows = evaluate(clips, params, methods, log, net.represent if net else None)
         report: dict[str, Any] = {
             "audio": args.audio, "network": args.network, "spectral": params.to_dict(), "segment": segment,
             "seconds": seconds, "rows": rows,
