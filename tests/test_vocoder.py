@@ -19,7 +19,7 @@ from ganstream.realtime import spectral as front_end
 from ganstream.realtime.spectral import BinNorm, SpectralParams
 from ganstream.training.checkpoint import load_checkpoint, load_vocoder
 from ganstream.training.cli import main as train_main
-from ganstream.training.config import load_config
+from ganstream.training.config import ConfigError, load_config
 from ganstream.training.loop import run_dir_for
 from ganstream.training.models.istft import STFT, InverseSTFT
 from ganstream.training.models.vocoder import Vocoder, VocoderConfig
@@ -50,6 +50,9 @@ def test_inverse_stft_matches_the_front_end_and_torch_istft(n_fft, hop):
     covered = torch.from_numpy(front_end.envelope(n_fft, hop, 37) >= front_end.ENVELOPE_FLOOR)
     assert covered[:-hop].all()  # floored, if anywhere, only within the last hop
     assert (got - expected)[:, covered].abs().max() < 1e-4
+    # A gain computed once serves every spectrum of the same length.
+    istft = InverseSTFT(n_fft, hop)
+    assert torch.equal(istft(spectrum.real, spectrum.imag, istft.gain(spectrum.real)), got)
     # and it inverts the front end's analysis
     audio = torch.randn(2, 4000, generator=gen)
     spec = stft(audio, params)
@@ -58,12 +61,13 @@ def test_inverse_stft_matches_the_front_end_and_torch_istft(n_fft, hop):
     assert (back[:, :n] - audio[:, :n]).abs().max() < 1e-4
 
 
-def test_forward_stft_matches_the_front_end():
+@pytest.mark.parametrize("n_fft, hop", [(256, 128), (512, 128), (256, 64)])
+def test_forward_stft_matches_the_front_end(n_fft, hop):
     audio = torch.randn(3, 3000, generator=torch.Generator().manual_seed(1))
-    params = SpectralParams()
+    params = SpectralParams(n_fft=n_fft, hop=hop)
     expected = front_end.stft(audio.numpy(), params)
-    real, imag = STFT(256, 128)(audio)
-    assert real.shape == expected.shape == (3, 129, 3000 // 128)
+    real, imag = STFT(n_fft, hop)(audio)
+    assert real.shape == expected.shape == (3, n_fft // 2 + 1, 3000 // hop)
     scale = np.abs(expected).max()
     assert np.abs(real.numpy() - expected.real).max() / scale < 1e-5 and np.abs(imag.numpy() - expected.imag).max() / scale < 1e-5
 
@@ -145,6 +149,23 @@ def test_untrained_vocoder_is_a_phase_locked_vocoder(freq, projections):
     assert 20 * np.log10(np.linalg.norm(want - got) / np.linalg.norm(want)) < -30.0
 
 
+def test_learning_rate_decays_by_a_cosine_to_lr_final_at_the_last_step(tiny_config):
+    cfg = vocoder_config(tiny_config, "model.lr_final=0.1", "train.steps=10")
+    trainer = VocoderTrainer(cfg, CPU, BinNorm(np.zeros(128, np.float32), np.ones(128, np.float32), clip=3.0))
+    lr = cfg.optim.lr_g
+    assert trainer.learning_rate() == pytest.approx(lr)
+    trainer.updates = 5
+    assert trainer.learning_rate() == pytest.approx(lr * (0.1 + 0.9 * 0.5))
+    trainer.updates = 10
+    assert trainer.learning_rate() == pytest.approx(0.1 * lr)
+    trainer.updates = 25  # past train.steps (a resumed run given more steps): held at the end
+    assert trainer.learning_rate() == pytest.approx(0.1 * lr)
+    trainer.halve_learning_rate()  # a NaN rollback halves the decayed rate
+    assert trainer.opt.param_groups[0]["lr"] == pytest.approx(0.05 * lr)
+    with pytest.raises(ConfigError, match=r"lr_final: a fraction of optim.lr_g in \(0, 1\], not 0"):
+        vocoder_config(tiny_config, "model.lr_final=0")
+
+
 def test_a_few_steps_reduce_the_loss_on_tones(tiny_config):
     cfg = vocoder_config(tiny_config)
     params = cfg.model.spectral()
@@ -156,9 +177,13 @@ def test_a_few_steps_reduce_the_loss_on_tones(tiny_config):
     torch.manual_seed(0)
     trainer = VocoderTrainer(cfg, CPU, norm)
     batch = [torch.from_numpy(tones).unsqueeze(1)]
-    losses = [trainer.step(batch)["loss"] for _ in range(40)]
+    steps = [trainer.step(batch) for _ in range(40)]
+    losses = [s["loss"] for s in steps]
     assert all(np.isfinite(losses))
-    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+    assert all(b < a for a, b in zip(losses[::8], losses[8::8])), losses  # falling all the way
+    # Untrained, the phase-locked vocoder already rebuilds tones well (front-end spectral
+    # convergence 0.055, -25 dB); the magnitude head takes the rest off quiet bins (measured 0.93).
+    assert np.mean(losses[-5:]) < 0.95 * np.mean(losses[:5]), losses
 
 
 # ---- training through `train` ------------------------------------------------------------------
@@ -173,7 +198,7 @@ def test_train_cli_trains_a_vocoder_with_metrics_and_previews(tiny_config, tmp_p
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name == f"run-{load_config(None, overrides).hash()}"
     state = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
-    assert state["step"] == 4 and set(state["trainer"]) == {"vocoder", "ema", "opt", "lr_scale"}
+    assert state["step"] == 4 and set(state["trainer"]) == {"vocoder", "ema", "opt", "lr_scale", "updates"}
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
     assert [int(float(r["step"])) for r in rows] == [1, 2, 3, 4]
     for key in ("loss", "spectral_convergence", "log_magnitude", "mel", "grad_norm", "lr"):

@@ -10,7 +10,8 @@ division, both of which every ONNX runtime has:
    matrix product with a fixed basis; with stride `hop`, `conv_transpose1d`
    does that product for every frame and overlap-adds the results in one op.
    The real and imaginary parts are its input channels: (B, 2F, T) -> (B, 1, L).
-2. The overlap-added squared window (the "window envelope") is divided out,
+2. The overlap-added squared window (the "window envelope") is divided out
+   (as a multiplication by its reciprocal, `gain`, which callers may share),
    floored as the front end floors it (ENVELOPE_FLOOR: the last hop fades
    instead of blowing up), so that analysis followed by synthesis is the
    identity. The envelope depends only on the number of frames; it comes from
@@ -77,16 +78,27 @@ class InverseSTFT(nn.Module):
         self.register_buffer("basis", torch.cat([real, imag]).unsqueeze(1).float(), persistent=False)  # (2F, 1, n_fft)
         self.register_buffer("window_sq", (win**2).view(1, 1, n_fft).float(), persistent=False)
 
-    def forward(self, real: Tensor, imag: Tensor) -> Tensor:
-        """(B, F, T) real and imaginary parts -> (B, samples) audio."""
-        frames = torch.cat([real, imag], dim=1)
-        audio = F.conv_transpose1d(frames, self.basis, stride=self.hop)  # (B, 1, hop * (T - 1) + n_fft)
-        envelope = F.conv_transpose1d(torch.ones_like(frames[:1, :1]), self.window_sq, stride=self.hop)
-        audio = audio / envelope.clamp_min(self.floor)
-        # Keep hop * T samples from frame 0's centre: drop n_fft // 2 before it and `tail` at the end.
+    def gain(self, like: Tensor) -> Tensor:
+        """(1, hop * T): the reciprocal of the floored window envelope for frames like `like` (B, F, T).
+
+        The same for every call with T frames: a network that inverts several spectra of one
+        length (Griffin-Lim steps) computes it once and passes it to each call.
+        """
+        ones = torch.ones_like(like[:1, :1])
+        return 1.0 / self._crop(F.conv_transpose1d(ones, self.window_sq, stride=self.hop)).clamp_min(self.floor)
+
+    def forward(self, real: Tensor, imag: Tensor, gain: Tensor | None = None) -> Tensor:
+        """(B, F, T) real and imaginary parts -> (B, samples) audio; gain: `self.gain(real)`, if at hand."""
+        spectrum = torch.cat([real, imag], dim=1)
+        audio = self._crop(F.conv_transpose1d(spectrum, self.basis, stride=self.hop))  # (B, hop * T)
+        return audio * (self.gain(real) if gain is None else gain)
+
+    def _crop(self, x: Tensor) -> Tensor:
+        """(B, 1, hop * (T - 1) + n_fft) -> (B, hop * T) samples from frame 0's centre."""
+        # Drop n_fft // 2 samples before frame 0's centre and `tail` at the end.
         start = self.n_fft // 2
         tail = self.n_fft - start - self.hop
-        return audio[:, 0, start : audio.shape[-1] - tail] if tail else audio[:, 0, start:]
+        return x[:, 0, start : x.shape[-1] - tail] if tail else x[:, 0, start:]
 
 
 class STFT(nn.Module):
@@ -94,12 +106,14 @@ class STFT(nn.Module):
 
     def __init__(self, n_fft: int, hop: int, window: str = "hann"):
         super().__init__()
+        if n_fft < 2 or not 1 <= hop <= n_fft // 2:
+            raise ValueError(f"STFT: need n_fft >= 2 and 1 <= hop <= n_fft / 2, got n_fft={n_fft}, hop={hop}")
         self.n_fft, self.hop = n_fft, hop
         cos, sin, win = _dft_basis(n_fft, window)
         self.register_buffer("basis", torch.cat([cos * win, -sin * win]).unsqueeze(1).float(), persistent=False)  # (2F, 1, n_fft)
 
     def forward(self, audio: Tensor) -> tuple[Tensor, Tensor]:
         pad = self.n_fft // 2
-        padded = F.pad(audio.unsqueeze(1), (pad, pad))
-        spectrum = F.conv1d(padded, self.basis, stride=self.hop)[..., :-1]  # the frame centred past the end goes
+        # The end is padded a hop short of the start, so no frame is centred past the last sample.
+        spectrum = F.conv1d(F.pad(audio.unsqueeze(1), (pad, pad - self.hop)), self.basis, stride=self.hop)
         return spectrum.chunk(2, dim=1)

@@ -1,39 +1,39 @@
 """The reconstruction network ("vocoder"): normalised log-magnitude frames in, audio out.
 
-A Vocos-style network (Siuzdenko 2023): a ConvNeXt backbone over frames, a
-magnitude head and a phase head, then an inverse STFT. Its input is exactly what
+After Vocos (Siuzdenko 2023): a ConvNeXt backbone over frames and a magnitude
+head; a phase computed from the magnitude; `projections` Griffin-Lim steps; an
+inverse STFT. Its input is exactly what
 a spectral generator outputs (per-bin normalised log-magnitude, in [-1, 1]):
 the bin statistics are buffers of the model, so the exported graph denormalises
 inside itself and a bundle can chain generator -> vocoder with nothing between.
 
-- The magnitude head predicts a log-magnitude residual on top of the input's
-  magnitude: the input already is the magnitude, up to the 3-std clipping of the
-  normalisation and the dropped Nyquist bin, so the head only corrects it.
-- The phase comes from a prior the network corrects. A convolution over frames
-  computes the same thing at every frame, so from a steady partial's identical
-  frames it would predict an identical phase, where the STFT's phase turns by
-  2 pi f hop / sample_rate every frame; learning each partial's frequency to the
-  few hertz that coherence needs, through a phase that accumulates over the
-  segment, is slow (the first design, which predicted the advance from scratch,
-  reached -13 dB spectral convergence after 15 CPU-minutes, where Griffin-Lim
-  with 32 iterations reaches -24 dB). So the graph computes a phase-locked
-  vocoder's phase from the input magnitude, as Laroche and Dolson (1999)
-  lock a phase vocoder's: every bin belongs to the largest bin within the Hann
-  window's main lobe (2 bins either side); that peak's frequency follows from
-  the ratio of its larger neighbour to itself (exact for one sinusoid under a
-  Hann window: offset = (2a - 1) / (1 + a) bins); each peak's phase advances
-  by 2 pi f hop / sample_rate a frame (a cumulative sum over frames), and the
-  bins of its lobe take its phase plus pi per bin (the window is centred in the
-  FFT frame). The head adds a learned correction to each peak's advance and
-  rotates each bin by a learned unit vector ((x, y) divided by its length: no
-  atan2, which neither ONNX nor a gradient handles well at the branch cut).
-  Both start at zero and (1, 0), so the untrained network is the locked
-  vocoder (-18.1 dB spectral convergence on synth:piano's clipped front-end
-  magnitudes). Training has yet to improve on it: -17.0 dB after 2921 CPU steps.
+- The head predicts a log-magnitude residual on top of the input's magnitude:
+  the input already is the magnitude, up to the 3-std clipping of the
+  normalisation (which flattens the loudest peaks) and the dropped Nyquist bin,
+  so the head only corrects it.
+- The phase is not learned; the graph computes it from the input. A convolution
+  over frames computes the same thing at every frame, so from a steady
+  partial's identical frames it would predict an identical phase, where the
+  STFT's phase turns by 2 pi f hop / sample_rate every frame. The first design
+  learned the phase advance from nothing and reached -13 dB spectral
+  convergence after 15 CPU-minutes (Griffin-Lim with 32 iterations: -24 dB on
+  the same, unclipped magnitudes). Learned corrections on top of the prior below
+  fitted a training batch but made held-out clips worse (-17.0 dB after 2921
+  steps against -18.1 untrained), where learning the magnitude alone improves
+  them. So `PhaseLock` computes a phase-locked vocoder's phase, as Laroche and
+  Dolson (1999) lock a phase vocoder's: every bin belongs to the largest bin
+  within the Hann window's main lobe (2 bins either side); that peak's
+  frequency follows from the ratio of its larger neighbour to itself (exact for
+  one sinusoid under a Hann window: offset = (2a - 1) / (1 + a) bins); each
+  peak's phase advances by 2 pi f hop / sample_rate a frame (a cumulative sum
+  over frames), and the bins of its lobe take its phase plus pi per bin (the
+  window is centred in the FFT frame). Its input is the input's magnitude, not
+  the corrected one: through the phase accumulated over the segment, a small
+  change of magnitude turned the loss chaotically (training made it worse).
 - `projections` steps of Griffin-Lim follow inside the graph (STFT of the
-  inverse STFT, keep the phase, put the magnitude back): each costs about as
-  much as the backbone and takes the phase most of the way to consistency
-  (on synth:piano one step gains 2 to 3 dB of spectral convergence).
+  inverse STFT, keep the phase, put the magnitude back). Each costs two
+  transforms, more than the backbone, and brings the phase nearer to consistency:
+  on synth:piano one step gains 2 to 3 dB of spectral convergence.
 - The inverse STFT (`istft.InverseSTFT`) uses the front end's n_fft, hop and
   window, so the frame rate of the input is the frame rate of the synthesis.
 """
@@ -55,7 +55,6 @@ from .istft import STFT, InverseSTFT
 from .spectrogram import SpectrogramFrontEnd
 
 _MAX_LOG_MAGNITUDE = math.log(1e3)  # a hann frame of full-scale audio peaks near n_fft / 2; this is far above
-_PHASE_EPS = 1e-7  # keeps the (x, y) -> unit-vector division finite when the head outputs (0, 0)
 # Floors |STFT| in a Griffin-Lim step at this fraction of the magnitude put back: where the STFT
 # all but vanishes, 1 / |STFT| would make the gradient explode (training then got worse, not better).
 _PROJECTION_FLOOR = 1e-2
@@ -78,6 +77,10 @@ class VocoderConfig(SpectrogramFrontEnd):
     # Training only (export ignores it): the weight of an adversarial loss from SpectrogramCritic,
     # with loss.kind's loss; 0 trains with the spectral and phase losses alone.
     adversarial: float = 0.0
+    # Training only: the learning rate at train.steps, as a fraction of optim.lr_g, reached by a
+    # cosine decay (Vocos decays it so); 1 keeps it constant. On synth:piano the held-out spectral
+    # convergence wandered by +-0.3 dB from step to step at a constant 1e-3.
+    lr_final: float = 1.0
 
     def validate(self) -> None:
         self.validate_front_end()
@@ -89,17 +92,18 @@ class VocoderConfig(SpectrogramFrontEnd):
             raise ValueError(f"projections: 0 or more Griffin-Lim steps, not {self.projections}")
         if self.adversarial < 0:
             raise ValueError(f"adversarial: a weight of 0 or more, not {self.adversarial}")
+        if not 0 < self.lr_final <= 1:
+            raise ValueError(f"lr_final: a fraction of optim.lr_g in (0, 1], not {self.lr_final}")
 
 
 class PhaseLock(nn.Module):
-    """(B, F, T) log-magnitude and a learned advance correction -> (B, F, T) phase of a phase-locked vocoder.
+    """(B, F, T) log-magnitude -> (B, F, T) phase of a phase-locked vocoder.
 
     F = n_fft // 2 + 1 linear bins. See the module docstring; every step is an
     ONNX operator (ArgMax, GatherElements, CumSum), so the prior exports with the
-    network. Only the correction carries a gradient: the vocoder feeds it the
-    input's log-magnitude, which no weight changes. For another window than
-    Hann the lobe is one bin wide and the frequency offset zero: each bin turns
-    at its centre frequency, plus the correction.
+    network. No weight reaches it: the vocoder feeds it the input's
+    log-magnitude. For another window than Hann the lobe is one bin wide and the
+    frequency offset zero: each bin turns at its centre frequency.
     """
 
     def __init__(self, n_fft: int, hop: int, window: str):
@@ -111,27 +115,35 @@ class PhaseLock(nn.Module):
         self.register_buffer("centre", torch.remainder(bins * self.hop_per_bin, 2 * math.pi).float().view(1, -1, 1), persistent=False)
         self.register_buffer("index", bins.long().view(1, -1, 1), persistent=False)
 
-    def forward(self, log_mag: Tensor, correction: Tensor) -> Tensor:
-        """log_mag, correction: (B, F, T) -> (B, F, T) phase."""
+    def forward(self, log_mag: Tensor) -> Tensor:
         bins, w = log_mag.shape[1], self.lobe
-        advance = self.centre + correction
         if w == 0:
-            return torch.cumsum(advance, dim=2)
+            return torch.cumsum(self.centre.expand_as(log_mag), dim=2)
         padded = F.pad(log_mag, (0, 0, w, w), value=_BELOW_ANY)
-        neighbourhood = torch.stack([padded[:, i : i + bins] for i in range(2 * w + 1)], dim=1)  # (B, 2w + 1, F, T)
-        owner = (self.index + torch.argmax(neighbourhood, dim=1) - w).clamp(0, bins - 1)
+        shifted = [padded[:, i : i + bins] for i in range(2 * w + 1)]
+        # The first bin of the lobe that holds its maximum, as argmax finds it; a max pool and
+        # comparisons cost ONNX Runtime half of what an ArgMax over the stacked lobe costs. The
+        # padding is below any real bin, so an owner never falls outside the spectrum.
+        largest = F.max_pool2d(padded.unsqueeze(1), (2 * w + 1, 1), stride=1).squeeze(1)
+        owner = self.index + w
+        for d in range(w - 1, -w - 1, -1):  # nearest to the lowest offset last, so it wins ties
+            owner = torch.where(shifted[w + d] == largest, self.index + d, owner)
         # The larger neighbour's side gives the sign; written as the difference of both sides'
         # offsets (the smaller side's is 0 for one sinusoid), it has no jump where they swap.
-        offset = _peak_offset(padded[:, w + 1 : w + 1 + bins] - log_mag) - _peak_offset(padded[:, w - 1 : w - 1 + bins] - log_mag)
-        advance = advance + self.hop_per_bin * offset
+        offset = _peak_offset(log_mag - shifted[w + 1]) - _peak_offset(log_mag - shifted[w - 1])
+        advance = self.centre + self.hop_per_bin * offset
         peak_phase = torch.cumsum(torch.gather(advance, 1, owner), dim=2)
         return torch.gather(peak_phase, 1, owner) + math.pi * (owner - self.index).float()
 
 
 def _peak_offset(log_ratio: Tensor) -> Tensor:
-    """A neighbour's log-magnitude ratio to a Hann-windowed peak -> how far towards it the sinusoid lies, in [0, 1] bins."""
-    ratio = torch.exp(log_ratio.clamp(max=0.0))
-    return ((2 * ratio - 1) / (1 + ratio)).clamp(0.0, 1.0)
+    """log(peak / neighbour) of a Hann-windowed peak -> how far towards that neighbour the sinusoid lies, in [0, 1/2] bins.
+
+    With a = neighbour / peak, the offset is (2a - 1) / (1 + a) = 2 - 3 sigmoid(log_ratio), where
+    a > 1/2. Only peaks are read (their neighbours are smaller, a <= 1); other bins' values, over
+    1/2 where a > 1, are never used.
+    """
+    return torch.relu(2 - 3 * torch.sigmoid(log_ratio))
 
 
 class ConvNeXtBlock(nn.Module):
@@ -174,11 +186,10 @@ class Vocoder(nn.Module):
         hidden = cfg.expansion * cfg.width
         self.blocks = nn.ModuleList(ConvNeXtBlock(cfg.width, hidden, cfg.kernel, cfg.layer_scale) for _ in range(cfg.depth))
         self.out_norm = nn.LayerNorm(cfg.width, eps=1e-6)
-        self.head = nn.Linear(cfg.width, 4 * self.stft_bins)  # log-magnitude residual, advance correction, rotation x, y
-        with torch.no_grad():  # untrained, the network is the phase-locked vocoder: no residual, correction or rotation
+        self.head = nn.Linear(cfg.width, self.stft_bins)  # the log-magnitude residual
+        with torch.no_grad():  # untrained, the network is the phase-locked vocoder: no residual
             self.head.weight.zero_()
             self.head.bias.zero_()
-            self.head.bias[2 * self.stft_bins : 3 * self.stft_bins].fill_(1.0)
         self.lock = PhaseLock(cfg.n_fft, cfg.hop, cfg.window)
         self.istft = InverseSTFT(cfg.n_fft, cfg.hop, cfg.window)
         self.stft = STFT(cfg.n_fft, cfg.hop, cfg.window) if cfg.projections else None
@@ -216,41 +227,45 @@ class Vocoder(nn.Module):
             return F.pad(log_mag, (0, 0, 0, self.stft_bins - self.bins), value=math.log(self.cfg.log_floor))
         return log_mag
 
-    def spectrum(self, frames: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, bins, T) -> the predicted STFT's real and imaginary parts, (B, n_fft // 2 + 1, T) each."""
+    def spectrum(self, frames: Tensor, gain: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(B, bins, T) -> the predicted STFT's real and imaginary parts, (B, n_fft // 2 + 1, T) each.
+
+        gain: the inverse STFT's `gain` for T frames, if at hand (it is the same for every step).
+        """
         clip = self.cfg.norm_clip
         log_mag = denormalise(frames, self.input_mean, self.input_std, clip)
-        features = normalise(log_mag, self.norm_mean, self.norm_std, clip)
+        features = frames if self._input_is_features() else normalise(log_mag, self.norm_mean, self.norm_std, clip)
         h = self.embed_norm(self.embed(features).transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
             h = block(h)
-        out = self.head(self.out_norm(h.transpose(1, 2))).transpose(1, 2)  # (B, 4F, T)
-        residual, correction, x, y = out.split(self.stft_bins, dim=1)
+        residual = self.head(self.out_norm(h.transpose(1, 2))).transpose(1, 2)  # (B, F, T)
         base = self.base_log_magnitude(log_mag)
-        log_magnitude = (base + residual).clamp_max(_MAX_LOG_MAGNITUDE)
-        magnitude = torch.exp(log_magnitude)
-        # The prior comes from the input's peaks, not the corrected magnitude's: through the
-        # phase accumulated over the segment, a small change of magnitude would turn the loss
-        # chaotically (training made it worse), and an argmax over the network's output could flip
-        # between near-equal bins where ONNX Runtime's arithmetic differs from PyTorch's in the last bit.
-        phase = self.lock(base, correction)
-        scale = magnitude * torch.rsqrt(x * x + y * y + _PHASE_EPS)
-        cos, sin = torch.cos(phase), torch.sin(phase)
-        real, imag = scale * (x * cos - y * sin), scale * (x * sin + y * cos)
+        magnitude = torch.exp((base + residual).clamp_max(_MAX_LOG_MAGNITUDE))
+        phase = self.lock(base.detach())  # from the input's peaks alone: see the module docstring
+        real, imag = magnitude * torch.cos(phase), magnitude * torch.sin(phase)
+        if self.cfg.projections:
+            gain = self.istft.gain(real) if gain is None else gain
+            floor = (_PROJECTION_FLOOR * magnitude) ** 2
         for _ in range(self.cfg.projections):
-            real, imag = self.stft(self.istft(real, imag))
-            scale = magnitude * torch.rsqrt(real * real + imag * imag + (_PROJECTION_FLOOR * magnitude) ** 2)
+            real, imag = self.stft(self.istft(real, imag, gain))
+            scale = magnitude * torch.rsqrt(real * real + imag * imag + floor)
             real, imag = scale * real, scale * imag
         return real, imag
 
-    def synthesise(self, real: Tensor, imag: Tensor) -> Tensor:
+    def _input_is_features(self) -> bool:
+        """Whether the input is normalised with the training data's statistics (the vocoder's own
+        bundle), so that renormalising would give the input back: the exported graph then skips it."""
+        return torch.equal(self.input_mean, self.norm_mean) and torch.equal(self.input_std, self.norm_std)
+
+    def synthesise(self, real: Tensor, imag: Tensor, gain: Tensor | None = None) -> Tensor:
         """(B, n_fft // 2 + 1, T) spectrum -> (B, hop * T) audio in [-1, 1]."""
         # Bundles promise audio in [-1, 1]; a generated spectrogram louder than any training clip would overshoot.
-        return self.istft(real, imag).clamp(-1.0, 1.0)
+        return self.istft(real, imag, gain).clamp(-1.0, 1.0)
 
     def forward(self, frames: Tensor) -> Tensor:
         """(B, bins, T) normalised log-magnitude -> (B, hop * T) audio in [-1, 1]."""
-        return self.synthesise(*self.spectrum(frames))
+        gain = self.istft.gain(frames)
+        return self.synthesise(*self.spectrum(frames, gain), gain)
 
 
 class SpectrogramCritic(nn.Module):
