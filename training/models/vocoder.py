@@ -100,7 +100,7 @@ class PhaseLock(nn.Module):
     """(B, F, T) log-magnitude -> (B, F, T) phase of a phase-locked vocoder.
 
     F = n_fft // 2 + 1 linear bins. See the module docstring; every step is an
-    ONNX operator (ArgMax, GatherElements, CumSum), so the prior exports with the
+    ONNX operator (MaxPool, Where, GatherElements, CumSum), so the prior exports with the
     network. No weight reaches it: the vocoder feeds it the input's
     log-magnitude. For another window than Hann the lobe is one bin wide and the
     frequency offset zero: each bin turns at its centre frequency.
@@ -121,9 +121,10 @@ class PhaseLock(nn.Module):
             return torch.cumsum(self.centre.expand_as(log_mag), dim=2)
         padded = F.pad(log_mag, (0, 0, w, w), value=_BELOW_ANY)
         shifted = [padded[:, i : i + bins] for i in range(2 * w + 1)]
-        # The first bin of the lobe that holds its maximum, as argmax finds it; a max pool and
-        # comparisons cost ONNX Runtime half of what an ArgMax over the stacked lobe costs. The
-        # padding is below any real bin, so an owner never falls outside the spectrum.
+        # The first bin of the lobe that holds its maximum, as argmax finds it: a max pool and
+        # comparisons, which ONNX Runtime runs faster than an ArgMax over the stacked lobe (the
+        # whole graph took 3% less time). The padding is below any real bin, so an owner never
+        # falls outside the spectrum.
         largest = F.max_pool2d(padded.unsqueeze(1), (2 * w + 1, 1), stride=1).squeeze(1)
         owner = self.index + w
         for d in range(w - 1, -w - 1, -1):  # nearest to the lowest offset last, so it wins ties
