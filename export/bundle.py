@@ -390,27 +390,15 @@ def spectral_section(params: Any, frames: int, norm: Any, tmp: Path) -> dict[str
 def parity_spectrograms(params: Any, norm: Any, frames: int, seed: int) -> np.ndarray:
     """(PARITY_ITEMS, bins, frames) normalised spectrograms of signals like those a reconstruction network meets.
 
-    Decaying harmonic notes over a little noise, at levels from -30 to -6 dBFS. Frames of
-    independent noise in every bin would make any trained network's output a saturated
-    roar, where float32 rounding alone exceeds the parity limit.
+    Notes of the procedural `synth:piano` set, made on the spot (no data set needed). Frames of
+    independent noise in every bin would make any trained network's output a saturated roar,
+    where float32 rounding alone exceeds the parity limit.
     """
     from ganstream.realtime.spectral import log_magnitude, normalise
+    from ganstream.training.data.synth import generate
 
-    rng = np.random.default_rng(seed)
-    samples = params.samples(frames)
-    t = np.arange(samples) / params.sample_rate
-    items = []
-    for _ in range(PARITY_ITEMS):
-        audio = 0.01 * rng.standard_normal(samples)
-        for _ in range(rng.integers(1, 4)):
-            f0 = rng.uniform(60.0, params.sample_rate / 16)
-            onset = rng.uniform(0.0, 0.5) * t[-1]
-            env = np.where(t >= onset, np.exp(-rng.uniform(1.0, 8.0) * (t - onset)), 0.0)
-            partials = np.arange(1, int(params.sample_rate / 2 / f0))
-            audio += env * np.sum(np.sin(2 * np.pi * np.outer(partials, t) * f0 + rng.uniform(0, 2 * np.pi, (len(partials), 1))) / partials[:, None], axis=0)
-        audio *= 10 ** (rng.uniform(-30.0, -6.0) / 20) / max(np.abs(audio).max(), 1e-9)
-        items.append(normalise(log_magnitude(audio.astype(np.float32), params), norm))
-    return np.stack(items).astype(np.float32)
+    notes = generate("piano", PARITY_ITEMS, params.samples(frames), params.sample_rate, seed)
+    return np.stack([normalise(log_magnitude(note, params), norm) for note in notes]).astype(np.float32)
 
 
 def reconstruction_manifest(

@@ -202,12 +202,11 @@ def evaluate(
     rows = []
     audio_seconds = clips.size / p.sample_rate
     specs = [stft(clip, p) for clip in clips]
+    exact = [magnitude(spec, p) for spec in specs]
+    represented = exact if represent is None else [represent(mag) for mag in exact]
     for m in methods:
-        inputs = []
-        for spec in specs:
-            mag = magnitude(spec, p)
-            mag = mag if represent is None or m.exact else represent(mag)
-            inputs.append(m.prepare(mag) if m.prepare else mag)
+        mags = exact if m.exact else represented
+        inputs = [m.prepare(mag) for mag in mags] if m.prepare else mags
         m.run(inputs[0])  # untimed: ONNX Runtime plans its memory on a session's first call
         t0 = time.perf_counter()  # all clips back to back, as a stream would call the method
         outputs = [np.asarray(m.run(x), np.float32).reshape(-1) for x in inputs]
