@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganstream.training.classifier import Classifier, ClassifierConfig, ClassifierNet, save_classifier
+from ganstream.evaluation.classifier import Classifier, ClassifierConfig, ClassifierNet, save_classifier
 from ganstream.training.config import load_config
 from ganstream.training.loop import Run, run_dir_for
 

@@ -21,7 +21,7 @@ import torch
 
 from ganstream.training.checkpoint import LATEST, load_generator
 from ganstream.training.data import load_dataset
-from ganstream.training.metrics import log_mel_frechet, loudness_db, spectral_flatness
+from ganstream.evaluation.metrics import log_mel_frechet, loudness_db, spectral_flatness
 from ganstream.training.models import sample_latents
 
 N = 64

@@ -13,10 +13,10 @@ from . import __version__
 
 # subcommand -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "train": ("ganstream.training.cli", "main", "train a GAN on a folder of audio or a built-in set"),
-    "eval": ("ganstream.training.evaluate", "main", "score a run or bundle against real audio, beside a floor and a ceiling"),
-    "train-classifier": ("ganstream.training.classifier", "main", "train the audio classifier behind classifier FD and the Inception Score"),
-    "eval-reconstruction": ("ganstream.training.recon_eval", "main", "compare Griffin-Lim, PGHI and a reconstruction network on held-out audio"),
+    "train": ("ganstream.train", "main", "train a GAN on a folder of audio or a built-in set"),
+    "eval": ("ganstream.evaluation.evaluate", "main", "score a run or bundle against real audio, beside a floor and a ceiling"),
+    "train-classifier": ("ganstream.evaluation.classifier", "main", "train the audio classifier behind classifier FD and the Inception Score"),
+    "eval-reconstruction": ("ganstream.evaluation.recon_eval", "main", "compare Griffin-Lim, PGHI and a reconstruction network on held-out audio"),
     "export": ("ganstream.export.cli", "main", "export a training run to an ONNX bundle"),
     "render": ("ganstream.realtime.cli", "render_main", "render endless audio from a bundle to a WAV or FLAC file"),
     "play": ("ganstream.realtime.cli", "play_main", "play a bundle live on a sound device, controlled by OSC and MIDI"),

@@ -394,7 +394,7 @@ def parity_spectrograms(params: Any, norm: Any, frames: int, seed: int) -> np.nd
     independent noise in every bin would make any trained network's output a saturated roar,
     where float32 rounding alone exceeds the parity limit.
     """
-    from ganstream.realtime.spectral import log_magnitude, normalise
+    from ganstream.core.spectral import log_magnitude, normalise
     from ganstream.training.data.synth import generate
 
     notes = generate("piano", PARITY_ITEMS, params.samples(frames), params.sample_rate, seed)

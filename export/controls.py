@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ganstream.training.metrics import loudness_db, power_spectrogram
+from ganstream.evaluation.metrics import loudness_db, power_spectrogram
 from ganstream.training.models import sample_latents
 
 DEFAULT_K = 8

@@ -30,7 +30,7 @@ from typing import Any, Mapping, NoReturn
 import numpy as np
 import onnxruntime as ort
 
-from .spectral import BinNorm, SpectralParams
+from ganstream.core.spectral import BinNorm, SpectralParams
 
 FORMAT = "ganstream-bundle"
 SUPPORTED_VERSIONS = (1, 2)

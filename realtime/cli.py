@@ -32,7 +32,7 @@ import soundfile as sf
 from .automation import AutomationError, load_automation, load_presets
 from .bundle import BundleError, load_bundle
 from .latents import FixedLatent, Keyframes, LatentSpace, RandomWalk, Walk
-from .resample import QUALITIES, ResampledStream
+from ganstream.core.resample import QUALITIES, ResampledStream
 from .stream import MODES, SegmentStream, StreamSettings
 
 DEFAULT_SAMPLE_RATE = 48000

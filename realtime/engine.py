@@ -42,7 +42,7 @@ import numpy as np
 from . import control as C
 from .control import Controls
 from .latents import LatentSpace, LivePath
-from .resample import ResampledStream
+from ganstream.core.resample import ResampledStream
 from .ring import Ring
 from .stream import SegmentStream, StreamSettings, Trigger
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ganstream.training.cli import main as train_main
+from ganstream.train import main as train_main
 from ganstream.training.config import SECTIONS, ConfigError, load_config
 from ganstream.training.models import MODEL_CONFIGS
 
@@ -73,7 +73,7 @@ def test_config_hash_tracks_what_is_trained():
 
 
 def test_help_lists_every_field_with_its_default():
-    out = subprocess.run([sys.executable, "-m", "ganstream.training.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "ganstream.train", "--help"], capture_output=True, text=True, check=True).stdout
     for section, cls in SECTIONS.items():
         for f in fields(cls):
             assert f"{section}.{f.name} = " in out

@@ -27,7 +27,7 @@ from ganstream.realtime.engine import (
 )
 from ganstream.realtime.inference import Generator
 from ganstream.realtime.latents import Keyframe, Keyframes, LatentSpace, LivePath, Walk
-from ganstream.realtime.resample import PolyphaseResampler, ResampledStream
+from ganstream.core.resample import PolyphaseResampler, ResampledStream
 from ganstream.realtime.ring import Ring
 from ganstream.realtime.stream import SegmentStream, StreamSettings, Trigger
 

@@ -10,10 +10,11 @@ import torch
 
 from ganstream.main import main as ganstream
 from ganstream.training.checkpoint import load_checkpoint, load_generator
-from ganstream.training.classifier import load_classifier
+from ganstream.evaluation.classifier import load_classifier
 from ganstream.training.config import ConfigError
 from ganstream.training.loop import Run, run_dir_for
-from ganstream.training.metrics import inception_score
+from ganstream.evaluation.evaluate import Evaluator
+from ganstream.evaluation.metrics import inception_score
 
 CPU = torch.device("cpu")
 SR = 16000
@@ -77,7 +78,7 @@ def test_inception_score_of_the_trained_classifier(tone_classifier, tmp_path):
 
 def test_training_evaluates_and_keeps_the_best_checkpoint(tiny_config):
     cfg = tiny_config("train.steps=3", "train.eval_every=1", "train.eval_samples=16", "train.preview_every=3", "data.holdout=0.2")
-    run = Run(cfg, run_dir_for(cfg), CPU)
+    run = Run(cfg, run_dir_for(cfg), CPU, evaluator=Evaluator)
     run.train()
     rows = [r for r in csv.DictReader(open(run.run_dir / "metrics.csv")) if r["eval/fd_logmel"]]
     assert [int(float(r["step"])) for r in rows] == [1, 2, 3]
@@ -95,7 +96,7 @@ def test_training_evaluates_and_keeps_the_best_checkpoint(tiny_config):
 
 def test_too_little_data_turns_evaluation_off_with_a_warning(tiny_config):
     cfg = tiny_config("data.synth_items=6", "train.batch_size=2", "train.steps=1", "train.eval_every=1", "train.eval_samples=4")
-    run = Run(cfg, run_dir_for(cfg), CPU)
+    run = Run(cfg, run_dir_for(cfg), CPU, evaluator=Evaluator)
     with pytest.warns(UserWarning, match="evaluation is off for this run: .*too few clips"):
         run.train()
     assert run.step == 1 and not (run.run_dir / "checkpoints" / "best.pt").exists()
@@ -104,20 +105,28 @@ def test_too_little_data_turns_evaluation_off_with_a_warning(tiny_config):
 def test_a_missing_classifier_stops_the_run_at_once(tiny_config):
     cfg = tiny_config("train.eval_every=1", "train.classifier=/nonexistent/c.pt")
     with pytest.raises(ConfigError, match="train.classifier: no such file"):
-        Run(cfg, run_dir_for(cfg), CPU)
+        Run(cfg, run_dir_for(cfg), CPU, evaluator=Evaluator)
 
 
-def test_best_metric_is_checked(tiny_config):
-    with pytest.raises(ConfigError, match="best_metric: unknown or not a quality metric 'mem_copies'"):
-        tiny_config("train.best_metric=mem_copies")
-    with pytest.raises(ConfigError, match="best_metric: is needs a classifier"):
-        tiny_config("train.best_metric=is")
-    assert tiny_config("train.best_metric=is", "train.classifier=c.pt").train.best_metric == "is"
+def test_best_metric_is_checked_before_the_data_loads(tiny_config, tmp_path):
+    def run(*overrides):
+        cfg = tiny_config("train.eval_every=1", "data.source=/nonexistent/data", *overrides)
+        Run(cfg, run_dir_for(cfg), CPU, evaluator=Evaluator)
+
+    with pytest.raises(ConfigError, match="train.best_metric: unknown or not a quality metric 'mem_copies'"):
+        run("train.best_metric=mem_copies")
+    with pytest.raises(ConfigError, match="train.best_metric: is needs a classifier"):
+        run("train.best_metric=is")
+    clf = tmp_path / "c.pt"
+    clf.write_bytes(b"")
+    # Accepted: the run goes on to load its data, which is missing.
+    with pytest.raises(Exception, match="nonexistent"):
+        run("train.best_metric=is", f"train.classifier={clf}")
 
 
 def test_eval_prints_floor_and_ceiling_and_matches_training(tiny_config, tone_classifier, tmp_path, capsys):
     cfg = tiny_config("train.steps=2", "train.eval_every=2", "train.eval_samples=16", "data.holdout=0.2")
-    run = Run(cfg, run_dir_for(cfg), CPU)
+    run = Run(cfg, run_dir_for(cfg), CPU, evaluator=Evaluator)
     run.train()
     capsys.readouterr()
     out = tmp_path / "eval.json"

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from ganstream.realtime.spectral import mel_filters
-from ganstream.training.metrics import (
+from ganstream.core.spectral import mel_filters
+from ganstream.evaluation.metrics import (
     METRICS,
     NDBBins,
     classifier_frechet,

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from ganstream.realtime import phase as P
-from ganstream.realtime.spectral import SpectralParams, stft
+from ganstream.core import phase as P
+from ganstream.core.spectral import SpectralParams, stft
 from ganstream.training.data.synth import generate
-from ganstream.training.recon_eval import spectral_convergence_db
+from ganstream.evaluation.recon_eval import spectral_convergence_db
 
 PIANO = list(generate("piano", 3, 16384, 16000, 1))
 
@@ -42,7 +42,7 @@ def test_pghi_recovers_phase_without_iterations(hop, better_than):
     rng = np.random.default_rng(0)
     x = PIANO[0]
     spec = stft(x, p)
-    from ganstream.realtime.spectral import istft
+    from ganstream.core.spectral import istft
 
     noise = istft(np.abs(spec) * np.exp(2j * np.pi * rng.uniform(size=spec.shape)), p)
     assert convergence(x, noise, p) > -10.0
@@ -64,7 +64,7 @@ def test_pghi_on_tones_and_a_chirp_beats_griffin_lim(hop, better_than):
 def test_mel_magnitudes_go_back_through_the_pseudo_inverse():
     p = SpectralParams(n_fft=512, hop=128, mel_bins=128)
     x = PIANO[1]
-    from ganstream.realtime.spectral import magnitude
+    from ganstream.core.spectral import magnitude
 
     mel = magnitude(stft(x, p), p)
     y = P.griffin_lim(mel, p, 32)

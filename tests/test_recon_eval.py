@@ -10,11 +10,11 @@ import torch
 from ganstream.export.bundle import export_spectral
 from ganstream.main import main as ganstream
 from ganstream.export.bundle import RECONSTRUCTION_FILE
-from ganstream.realtime.spectral import SpectralParams, log_magnitude, stft
+from ganstream.core.spectral import SpectralParams, log_magnitude, stft
 from ganstream.training.models.specgan import SpecGANConfig, SpecGANGenerator
 from ganstream.training.models.vocoder import Vocoder, VocoderConfig
 from ganstream.training.spectral import dataset_moments
-from ganstream.training.recon_eval import log_spectral_distance_db, spectral_consistency, spectral_convergence_db
+from ganstream.evaluation.recon_eval import log_spectral_distance_db, spectral_consistency, spectral_convergence_db
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ganstream.realtime import spectral as S
+from ganstream.core import spectral as S
 from ganstream.training import spectral as T
 
 RNG = np.random.default_rng(0)

@@ -17,7 +17,7 @@ from ganstream.export.onnx import ExportError, SpectralAudio
 from ganstream.realtime.bundle import BundleError, load_bundle, load_reconstruction
 from ganstream.realtime.cli import render_main
 from ganstream.realtime.inference import Generator
-from ganstream.realtime.spectral import BinNorm
+from ganstream.core.spectral import BinNorm
 from ganstream.training.models.spectrogram import SpectrogramFrontEnd, SpectrogramGenerator
 from ganstream.training.models.vocoder import Vocoder, VocoderConfig
 
@@ -213,8 +213,9 @@ def test_waveform_bundles_have_no_reconstruction(tmp_path):
 def test_specgan_and_vocoder_runs_export_to_a_bundle_that_renders(tmp_path, capsys):
     """A real SpecGAN run and a vocoder run, both trained by `train`, exported together by `ganstream export`, rendered."""
     from ganstream.export.cli import main as export_main
-    from ganstream.training.cli import CONFIG_DIR
-    from ganstream.training.cli import main as train_main
+    from ganstream.training.cli import _config_dir
+    CONFIG_DIR = _config_dir()
+    from ganstream.train import main as train_main
 
     common = [f"data.cache_dir={tmp_path / 'cache'}", "data.synth_items=24", "train.batch_size=4", "train.steps=2", "train.eval_every=0",
               "train.progress=false", "train.tensorboard=false", "--device", "cpu"]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ganstream.training.checkpoint import load_checkpoint, load_generator
-from ganstream.training.cli import main as train_main
+from ganstream.train import main as train_main
 from ganstream.training.config import ConfigError, load_config
 from ganstream.training.data import load_dataset
 from ganstream.training.data.spectrograms import SpectrogramSegments, spectrogram_norm
@@ -129,7 +129,7 @@ def test_every_parameter_gets_a_gradient(name):
 
 
 def test_generator_carries_its_norm_in_its_weights():
-    from ganstream.realtime.spectral import BinNorm
+    from ganstream.core.spectral import BinNorm
 
     cfg = TINY["specgan"]
     g = build_generator(cfg)

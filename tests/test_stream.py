@@ -16,7 +16,7 @@ from ganstream.realtime.latents import (
     SmoothedLatent,
     Walk,
 )
-from ganstream.realtime.resample import ResampledStream
+from ganstream.core.resample import ResampledStream
 from ganstream.realtime.stream import SegmentStream, StreamSettings
 
 SR = 16000

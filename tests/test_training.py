@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 
 from ganstream.training.checkpoint import CheckpointError, load_checkpoint
-from ganstream.training.cli import main as train_main
+from ganstream.train import main as train_main
 from ganstream.training.gan import GANTrainer
 from ganstream.training.loop import Run, TrainingDiverged, run_dir_for
 
@@ -172,7 +172,7 @@ def test_cli_resume_refuses_changing_what_is_trained(tiny_config, capsys):
 def test_sigterm_checkpoints_and_resume_continues(tmp_path):
     """A real `train` process stopped by SIGTERM writes a checkpoint; --resume finishes the run."""
     args = [
-        sys.executable, "-m", "ganstream.training.cli", "model.width=2", "data.synth_items=24",
+        sys.executable, "-m", "ganstream.train", "model.width=2", "data.synth_items=24",
         f"data.cache_dir={tmp_path / 'cache'}", "train.batch_size=4", "loss.critic_steps=1", "train.steps=100000",
         "train.progress=false", "train.tensorboard=false", "train.ckpt_every=100000", "--out", str(tmp_path / "runs"),
     ]
@@ -194,7 +194,7 @@ def test_sigterm_checkpoints_and_resume_continues(tmp_path):
     step = load_checkpoint(ckpt_dir / "latest.pt")["step"]
     assert step > 0
     resumed = subprocess.run(
-        [sys.executable, "-m", "ganstream.training.cli", "--resume", str(ckpt_dir.parent), f"train.steps={step + 2}"],
+        [sys.executable, "-m", "ganstream.train", "--resume", str(ckpt_dir.parent), f"train.steps={step + 2}"],
         capture_output=True, text=True, timeout=120,
     )
     assert resumed.returncode == 0, resumed.stderr

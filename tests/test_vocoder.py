@@ -15,10 +15,10 @@ from ganstream.export.cli import main as export_main
 from ganstream.export.onnx import BATCH, TensorSpec, export_graph
 from ganstream.realtime.bundle import BundleError, load_bundle, load_reconstruction
 from ganstream.realtime.inference import Reconstructor
-from ganstream.realtime import spectral as front_end
-from ganstream.realtime.spectral import BinNorm, SpectralParams
+from ganstream.core import spectral as front_end
+from ganstream.core.spectral import BinNorm, SpectralParams
 from ganstream.training.checkpoint import load_checkpoint, load_vocoder
-from ganstream.training.cli import main as train_main
+from ganstream.train import main as train_main
 from ganstream.training.config import ConfigError, load_config
 from ganstream.training.loop import run_dir_for
 from ganstream.training.models.istft import STFT, InverseSTFT

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from importlib import resources
 import logging
 import sys
 from pathlib import Path
 
 from .checkpoint import CheckpointError
+from typing import TYPE_CHECKING
+
 from .config import OPERATIONAL, ConfigError, TrainConfig, config_from_dict, describe_fields, load_config, parse_override
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+def _config_dir() -> Path:
+    """The shipped configs: package data (`ganstream.configs`), so `train wavegan` works from a wheel too."""
+    return Path(str(resources.files("ganstream.configs")))
+
+if TYPE_CHECKING:
+    from .loop import EvaluatorFactory
 
 RESUMABLE = sorted(OPERATIONAL)
 
@@ -52,11 +60,12 @@ def _config_path(name: str | None) -> Path | None:
     path = Path(name).expanduser()
     if path.is_file() or path.suffix in (".yaml", ".yml"):
         return path
-    named = CONFIG_DIR / f"{name}.yaml"
+    config_dir = _config_dir()
+    named = config_dir / f"{name}.yaml"
     if named.is_file():
         return named
-    known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-    raise ConfigError(f"{name}: no such config file, and no config of that name in {CONFIG_DIR} (known: {known})")
+    known = ", ".join(sorted(p.stem for p in config_dir.glob("*.yaml")))
+    raise ConfigError(f"{name}: no such config file, and no config of that name in {config_dir} (known: {known})")
 
 
 def _split_args(args: argparse.Namespace) -> tuple[str | None, list[str]]:
@@ -95,7 +104,9 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, Path, bool]:
     return cfg, run_dir_for(cfg), False
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, evaluator: EvaluatorFactory | None = None) -> int:
+    """The command; `evaluator` scores runs as they train (the `train` entry point, ganstream/train.py,
+    passes the evaluation package's; training cannot import it, see `loop.Run`)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from .data import DataError
@@ -108,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         if dist.main:
             print(f"run: {run_dir}  device: {device}  model: {cfg.model.kind}  loss: {cfg.loss.kind}"
                   + (f"  processes: {dist.world}" if dist.enabled else ""), file=sys.stderr)
-        run = run_class(cfg.model.kind)(cfg, run_dir, device, dist, resume=resume)
+        run = run_class(cfg.model.kind)(cfg, run_dir, device, dist, resume=resume, evaluator=evaluator)
         install_stop_handlers(run)
         run.train()
     except (ConfigError, CheckpointError, DataError, TrainingDiverged) as e:

@@ -15,7 +15,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -24,7 +24,6 @@ from .checkpoint import BEST, FORMAT, LATEST, CheckpointError, load_checkpoint, 
 from .config import ConfigError, TrainConfig, config_from_dict, save_config
 from .data import load_dataset
 from .distributed import DistInfo, any_flags, average_gradients, gather_objects
-from .evaluate import Evaluator
 from .gan import GANTrainer
 from .models import sample_latents
 from .monitor import Monitor
@@ -109,11 +108,37 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class QualityHook(Protocol):
+    """What the loop needs of an evaluator (evaluation/evaluate.py's `Evaluator` is one)."""
+
+    best: dict[str, Any] | None  # {"metric", "value", "step"} of best.pt
+
+    def __call__(self, generator: torch.nn.Module) -> dict[str, float]: ...
+
+    def improved(self, scores: dict[str, float], step: int) -> bool: ...
+
+
+EvaluatorFactory = Callable[[TrainConfig, torch.device, "Path | None"], QualityHook]
+
+
 class Run:
     """One training run in `run_dir`, fresh or resumed from its latest checkpoint."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, device: torch.device, dist: DistInfo = DistInfo(), resume: bool = False):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run_dir: Path,
+        device: torch.device,
+        dist: DistInfo = DistInfo(),
+        resume: bool = False,
+        evaluator: EvaluatorFactory | None = None,
+    ):
+        """`evaluator` scores the generator every train.eval_every steps and keeps best.pt
+        (`ganstream.evaluation.Evaluator`, which the `train` command passes); without one a run
+        trains with no quality evaluation. It is passed in because the evaluation package sits
+        above training (it also scores bundles), so training may not import it."""
         self.cfg, self.run_dir, self.device, self.dist = cfg, run_dir, device, dist
+        self._evaluator_factory = evaluator
         self.ckpt_dir = run_dir / "checkpoints"
         self.step = 0
         self.rollbacks = 0
@@ -126,6 +151,8 @@ class Run:
             torch.backends.cudnn.allow_tf32 = cfg.train.tf32
         _seed_all(cfg.run.seed * 1000 + dist.rank)
 
+        # Before the data, so a bad eval setting fails before a long load.
+        self.evaluator = self._make_evaluator(resume)
         self.data = self._load_data()
         self.order = DataOrder(len(self.data), self._first_batch_size(), cfg.run.seed, dist)
         self.trainer = self._make_trainer(average_gradients if dist.enabled else None)
@@ -135,7 +162,6 @@ class Run:
         if resume:
             self._restore(load_checkpoint(run_dir / "checkpoints" / LATEST))
         self.monitor = Monitor(run_dir, cfg.data.sample_rate, dist.main, cfg.train.tensorboard, self.step if resume else None)
-        self.evaluator = self._make_evaluator(resume)
         if not resume:
             if dist.main:
                 run_dir.mkdir(parents=True, exist_ok=True)
@@ -152,11 +178,11 @@ class Run:
         seeded = torch.Generator().manual_seed(self.cfg.run.seed + 12345)
         return sample_latents(self.cfg.model, self.cfg.train.preview_count, seeded).to(self.device)
 
-    def _make_evaluator(self, resume: bool) -> Evaluator | None:
+    def _make_evaluator(self, resume: bool) -> QualityHook | None:
         # Only the main process evaluates; the others wait for it at the next collective.
-        if not (self.dist.main and self.cfg.train.eval_every):
+        if not (self._evaluator_factory and self.dist.main and self.cfg.train.eval_every):
             return None
-        return Evaluator(self.cfg, self.device, self.ckpt_dir / BEST if resume else None)
+        return self._evaluator_factory(self.cfg, self.device, self.ckpt_dir / BEST if resume else None)
 
     def _batches_per_step(self) -> int:
         return self.cfg.loss.critic_steps

@@ -1,6 +1,6 @@
-"""The spectral front end on torch tensors: realtime/spectral.py's functions, differentiable, on any device.
+"""The spectral front end on torch tensors: core/spectral.py's functions, differentiable, on any device.
 
-The framing, bins and normalisation are those of realtime/spectral.py (read its
+The framing, bins and normalisation are those of core/spectral.py (read its
 docstring); the parameters and statistics are its `SpectralParams` and
 `BinNorm`. Tests hold every function here to 1e-5 of its numpy twin.
 """
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ganstream.realtime.spectral import (
+from ganstream.core.spectral import (
     ENVELOPE_FLOOR,
     BinNorm,
     SpectralError,

@@ -5,7 +5,7 @@ segments goes through the spectral front end (data/spectrograms.py), the per-bin
 moments of the training split go into the generator's buffers before step 1
 (so every checkpoint, the EMA copy included, carries them, and export reads
 them with `generator.norm()`). Previews are the generated spectrograms as
-images, and audio from them by fast Griffin-Lim (realtime/phase.py).
+images, and audio from them by fast Griffin-Lim (core/phase.py).
 
 `train.eval_every` must be 0: evaluate.py scores audio, which a spectral GAN
 makes only through a phase reconstruction, and audio from Griffin-Lim would
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganstream.realtime.phase import griffin_lim
+from ganstream.core.phase import griffin_lim
 
 from .config import ConfigError
 from .data.spectrograms import SpectrogramSegments, spectrogram_norm

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ganstream.realtime.spectral import BinNorm, SpectralParams
+from ganstream.core.spectral import BinNorm, SpectralParams
 
 from .config import ConfigError, TrainConfig
 from .gan import EMA, grad_norm

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganstream.realtime.spectral import BinNorm, SpectralParams
+from ganstream.core.spectral import BinNorm, SpectralParams
 
 from ..spectral import dataset_moments, log_magnitude, normalise
 from .dataset import AudioSegments

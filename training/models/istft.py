@@ -2,7 +2,7 @@
 
 torch.istft does not export (the exporter fails, and ONNX has no inverse STFT
 operator). `InverseSTFT` computes what the front end's istft computes
-(realtime/spectral.py, whose framing it follows: frame k centred on sample
+(core/spectral.py, whose framing it follows: frame k centred on sample
 k * hop, F frames -> F * hop samples) from a transposed convolution and a
 division, both of which every ONNX runtime has:
 
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ganstream.realtime.spectral import ENVELOPE_FLOOR
+from ganstream.core.spectral import ENVELOPE_FLOOR
 
 
 def window_tensor(name: str, n_fft: int) -> Tensor:

@@ -3,7 +3,7 @@
 A spectrogram generator outputs (B, 1, bins, frames): one channel, like an
 image, and like the (B, 1, T) of the waveform generators; frequency runs down
 the height (bin 0 first) and time along the width. The values are normalised
-log-magnitudes (realtime/spectral.py: per-bin z-scores clipped at `norm_clip`
+log-magnitudes (core/spectral.py: per-bin z-scores clipped at `norm_clip`
 standard deviations and scaled to [-1, 1]). `[:, 0]` gives the (B, bins, frames)
 that the reconstruction network and the bundle take.
 
@@ -18,12 +18,12 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from ganstream.realtime.spectral import BinNorm, SpectralParams
+from ganstream.core.spectral import BinNorm, SpectralParams
 
 
 @dataclass
 class SpectrogramFrontEnd:
-    """Model-config fields of the spectral front end (realtime/spectral.py's SpectralParams) and the clip length."""
+    """Model-config fields of the spectral front end (core/spectral.py's SpectralParams) and the clip length."""
 
     sample_rate: int = 16000
     n_fft: int = 256

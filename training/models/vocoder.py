@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ganstream.realtime.spectral import BinNorm
+from ganstream.core.spectral import BinNorm
 
 from ..spectral import denormalise, mel_pseudo_inverse, normalise
 from .istft import STFT, InverseSTFT

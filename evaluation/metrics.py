@@ -20,7 +20,7 @@ import numpy as np
 from scipy import linalg
 from scipy.special import ndtri
 
-from ganstream.realtime.spectral import mel_filters
+from ganstream.core.spectral import mel_filters
 
 
 class Metric(NamedTuple):

@@ -1,9 +1,9 @@
 """Audio from a magnitude spectrogram without a network, in numpy: fast Griffin-Lim and PGHI.
 
 Both are the baselines `ganstream eval-reconstruction` scores the trained
-reconstruction network against (training/recon_eval.py, which also holds the
+reconstruction network against (evaluation/recon_eval.py, which also holds the
 measures), and fallbacks that need neither torch nor a network. Magnitudes
-are laid out as the front end makes them (realtime/spectral.py): (bins, frames),
+are laid out as the front end makes them (core/spectral.py): (bins, frames),
 linear, with the Nyquist row dropped or mel bands as its `SpectralParams` say.
 """
 

@@ -37,10 +37,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint, load_generator, resolve_checkpoint
+from ganstream.training.checkpoint import CheckpointError, load_checkpoint, load_generator, resolve_checkpoint
 from .classifier import Classifier, ClassifierError, load_classifier
-from .config import ConfigError, DataConfig, TrainConfig
-from .data import AudioSegments, DataError, load_dataset
+from ganstream.training.config import ConfigError, DataConfig, TrainConfig
+from ganstream.training.data import AudioSegments, DataError, load_dataset
 from .metrics import (
     METRICS,
     NDBBins,
@@ -57,7 +57,7 @@ from .metrics import (
     spectrogram_features,
     wasserstein_1d,
 )
-from .models import sample_latents
+from ganstream.training.models import sample_latents
 
 MAX_HELDOUT = 1000  # held-out segments compared with
 MAX_TRAIN = 1024  # training segments NDB bins and the memorisation check searches
@@ -217,6 +217,15 @@ def generate(generator: nn.Module, z: torch.Tensor, batch: int = 64) -> np.ndarr
     return np.concatenate([generator(z[i : i + batch])[:, 0].float().cpu().numpy() for i in range(0, len(z), batch)])
 
 
+def check_best_metric(name: str, classifier: str) -> None:
+    """Refuses a train.best_metric that is not a quality metric, or that needs a classifier the run lacks."""
+    selectable = sorted(n for n, m in METRICS.items() if m.selectable)
+    if name not in selectable:
+        raise ConfigError(f"train.best_metric: unknown or not a quality metric {name!r} (known: {', '.join(selectable)})")
+    if METRICS[name].needs_classifier and not classifier:
+        raise ConfigError(f"train.best_metric: {name} needs a classifier (train.classifier=PATH, from `ganstream train-classifier`)")
+
+
 class Evaluator:
     """Scores a run's generator every train.eval_every steps and decides when best.pt is replaced.
 
@@ -227,6 +236,7 @@ class Evaluator:
     """
 
     def __init__(self, cfg: TrainConfig, device: torch.device, best_path: Path | None = None):
+        check_best_metric(cfg.train.best_metric, cfg.train.classifier)
         if cfg.train.classifier and not Path(cfg.train.classifier).expanduser().is_file():
             raise ConfigError(f"train.classifier: no such file {cfg.train.classifier} (make one with `ganstream train-classifier DATA`)")
         self.cfg = cfg
@@ -292,7 +302,7 @@ class Source(NamedTuple):
 
 
 def open_run(run_dir: Path, which: str, data: str, device: str) -> Source:
-    from .distributed import pick_device
+    from ganstream.training.distributed import pick_device
 
     path = resolve_checkpoint(run_dir, which)
     generator, cfg, state = load_generator(path)

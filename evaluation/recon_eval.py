@@ -3,7 +3,7 @@
 On held-out clips of AUDIO (a folder or synth:NAME; the holdout split training
 uses, for the same --seed and --holdout), side by side in one run:
 
-- GL-32 and GL-100: fast Griffin-Lim (realtime/phase.py), 32 and 100 iterations;
+- GL-32 and GL-100: fast Griffin-Lim (core/phase.py), 32 and 100 iterations;
 - PGHI: phase gradient heuristic integration, no iterations;
 - the network (`--network`: a spectral or reconstruction bundle, or a bare ONNX file)
   in ONNX Runtime, fed the normalised log-magnitude a spectral GAN would give it.
@@ -35,11 +35,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ganstream.realtime.phase import griffin_lim, pghi
-from ganstream.realtime.spectral import BinNorm, SpectralParams, log_magnitude, magnitude, normalise, stft
+from ganstream.core.phase import griffin_lim, pghi
+from ganstream.core.spectral import BinNorm, SpectralParams, log_magnitude, magnitude, normalise, stft
 
-from .config import ConfigError, DataConfig
-from .data import DataError, load_dataset
+from ganstream.training.config import ConfigError, DataConfig
+from ganstream.training.data import DataError, load_dataset
 
 CONSISTENCY_ITEMS = 16  # generated spectrograms whose consistency is measured
 NORM_CLIP = 3.0  # the SpecGAN clip a bare ONNX network's statistics are taken with
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def moments(params: SpectralParams) -> BinNorm:
             # A bare ONNX file carries no statistics: take them as the vocoder trainer does, from the training split.
-            from .data.spectrograms import spectrogram_norm
+            from ganstream.training.data.spectrograms import spectrogram_norm
 
             train = load_dataset(data(params), args.segment or params.samples(128), args.seed, "train", progress=False)
             return spectrogram_norm(train, params, NORM_CLIP)

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import load_weights_only, save_atomic
-from .config import ConfigError, DataConfig, build_dataclass
-from .data import AudioSegments, DataError, load_dataset
+from ganstream.training.checkpoint import load_weights_only, save_atomic
+from ganstream.training.config import ConfigError, DataConfig, build_dataclass
+from ganstream.training.data import AudioSegments, DataError, load_dataset
 from .metrics import log_mel
 
 FORMAT = 1
