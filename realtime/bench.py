@@ -53,19 +53,19 @@ def measure_rtf(engine: Engine, seconds: float, rate: float, notes_per_s: float 
                 engine.controls.trigger(float(rng.uniform(0.3, 1.0)), int(rng.integers(36, 84)))
                 next_note += notes
             engine._apply_controls()
-            engine.resampled.read(chunk)
+            engine.chain.read(chunk)
             done += chunk
         return seconds / (time.perf_counter() - t0)
 
     alone = run(0.0)
-    calls0, regen0 = engine.stream.generator_calls, engine.stream.regenerations
+    calls0, regen0 = engine.chain.stream.generator_calls, engine.chain.stream.regenerations
     with_controls = run(rate)
     return {
         "rtf": alone,
         "rtf_controls": with_controls,
         "controls_per_s": rate,
-        "generator_calls_per_s": (engine.stream.generator_calls - calls0) / seconds,
-        "regenerations_per_s": (engine.stream.regenerations - regen0) / seconds,
+        "generator_calls_per_s": (engine.chain.stream.generator_calls - calls0) / seconds,
+        "regenerations_per_s": (engine.chain.stream.regenerations - regen0) / seconds,
     }
 
 

@@ -3,7 +3,8 @@
 `cli/main.py` routes `ganstream render ...` to `render_main(argv)`. Every
 command here returns an exit status instead of raising: 0 on success, 2 with
 one line `ganstream COMMAND: error: ...` on stderr for anything the user can
-fix (a bad bundle, file, option or automation).
+fix (a bad bundle, file, option or automation), and 1 with the traceback for
+an internal failure (a bug, a failing library, `play`'s engine failing).
 
 render: the same streaming core as the live engine (`SegmentStream`), pulled
 at the model rate, resampled to the output rate (default 48000 Hz) with a
@@ -11,8 +12,10 @@ streaming resampler, and written to a temporary file beside the output that
 is renamed into place when complete. Identical inputs give a bit-identical
 file on the same machine and execution provider.
 
-play: the live engine (`engine.Engine`) on a sound device, driven by OSC and
-MIDI, with a one-line status until Ctrl-C. devices: the output devices.
+play: checks its options, builds the live engine (`engine.Engine`) and hands
+it to a `session.Session`, which runs it on a sound device with OSC and MIDI,
+a one-line status until Ctrl-C, and a bounded shutdown. Exit status 1 (not 2)
+when the engine fails by itself. devices: the output devices.
 bench: the real-time factor of each mode and the control-to-sound latency.
 """
 
@@ -31,7 +34,7 @@ import soundfile as sf
 
 from .automation import AutomationError, load_automation, load_presets
 from .bundle import BundleError, load_bundle
-from .latents import FixedLatent, Keyframes, LatentSpace, RandomWalk, Walk
+from .latents import ControlPath, LatentSpace
 from ganstream.core.resample import QUALITIES, ResampledStream
 from .stream import MODES, SegmentStream, StreamSettings
 
@@ -111,6 +114,12 @@ def _run(name: str, command: Callable[[argparse.Namespace], int], argv: list[str
     except (CommandError, BundleError, AutomationError) as e:
         print(f"ganstream {name}: error: {e}", file=sys.stderr)
         return 2
+    except Exception:  # a bug or a failing library, not the user's to fix: the traceback, and 1
+        import traceback
+
+        traceback.print_exc()
+        print(f"ganstream {name}: internal error (the traceback is above)", file=sys.stderr)
+        return 1
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -194,14 +203,16 @@ def _latent_path(args: argparse.Namespace, bundle, space: LatentSpace, keyframes
     if walking and not (rate > 0 and math.isfinite(rate)):
         raise CommandError(f"--walk-rate must be > 0 for a walk, got {rate}")
     if keyframes is not None:
-        walk = Walk(space.size, args.seed, rate, depth, bundle.sample_rate) if walking else None
         try:
-            return Keyframes(space, keyframes, base=space.seed_latent(args.seed), walk=walk)
+            return ControlPath.from_keyframes(
+                space, keyframes, base=space.seed_latent(args.seed), seed=args.seed, walk_rate=rate,
+                walk_depth=depth, sample_rate=bundle.sample_rate,
+            )
         except ValueError as e:
             raise CommandError(f"{args.automation}: {e}") from None
     if walking:
-        return RandomWalk(space, args.seed, rate, depth, bundle.sample_rate)
-    return FixedLatent(space, args.seed)
+        return ControlPath.random_walk(space, args.seed, rate, depth, bundle.sample_rate)
+    return ControlPath.fixed(space, args.seed)
 
 
 def write_audio(
@@ -273,10 +284,9 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
         "--no-realtime", action="store_true",
         help="do not ask for real-time scheduling (SCHED_FIFO 1) for the engine's threads",
     )
-    p.add_argument(
-        "--low-latency", action="store_true",
-        help="the smallest safety margins and 1 ms producer steps: lower latency, more CPU, less headroom",
-    )
+    from .engine import low_latency_help
+
+    p.add_argument("--low-latency", action="store_true", help=low_latency_help())
 
 
 def _play_parser() -> argparse.ArgumentParser:
@@ -317,11 +327,22 @@ def play_main(argv: list[str] | None = None) -> int:
     return _run("play", _play, argv)
 
 
+def engine_settings(args: argparse.Namespace):
+    """The `EngineSettings` the play/bench options ask for (`--low-latency`: engine.LOW_LATENCY)."""
+    from .engine import LOW_LATENCY, EngineSettings
+
+    extra = dict(LOW_LATENCY) if args.low_latency else {}
+    return EngineSettings(
+        sample_rate=args.sample_rate, blocksize=args.blocksize, resample_quality=args.resample_quality,
+        realtime_priority=not args.no_realtime, **extra,
+    )
+
+
 def _engine_from_args(
     args: argparse.Namespace, mode: str | None, *, gain: float = 1.0, presets=None, record: bool = False
 ):
     """Load the bundle, start the generator and build an Engine from play/bench options."""
-    from .engine import LOW_LATENCY, Engine, EngineSettings
+    from .engine import Engine
     from .inference import Generator, ProviderError
 
     if args.blocksize < 1 or args.blocksize > 8192:
@@ -343,11 +364,7 @@ def _engine_from_args(
             bundle, mode=mode, crossfade=args.crossfade, texture_overlap=args.texture_overlap,
             latent_smoothing_s=args.smoothing, polyphony=args.polyphony, note_off=args.note_off or None,
         )
-        extra = dict(LOW_LATENCY) if args.low_latency else {}
-        settings = EngineSettings(
-            sample_rate=args.sample_rate, blocksize=args.blocksize, resample_quality=args.resample_quality,
-            realtime_priority=not args.no_realtime, **extra,
-        )
+        settings = engine_settings(args)
         try:
             generator = Generator(bundle, provider=args.provider, threads=args.threads, warmup_batch_sizes=(1, 2))
         except ProviderError as e:
@@ -369,157 +386,49 @@ def _engine_from_args(
 
 
 def _play(args: argparse.Namespace) -> int:
-    import json
-    import signal
+    from .session import MidiOptions, OscOptions, Session, SessionError, SessionFailed
 
-    from .audio import AudioError
-    from .engine import status_line
-
+    launched = time.monotonic()
     if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
         raise CommandError(f"--seconds must be a positive number, got {args.seconds}")
     if not (0.0 <= args.gain <= 2.0):
         raise CommandError(f"--gain must be within 0..2, got {args.gain}")
-    started = time.monotonic()
+    if args.learn and not args.midi_map:
+        raise CommandError("--learn needs --midi-map PATH: the file the learned bindings are saved to")
+    midi = None
+    if args.learn or args.midi_in is not None or args.midi_virtual is not None or args.midi_map is not None:
+        midi = MidiOptions(
+            port=args.midi_in, virtual=args.midi_virtual, api=args.midi_api, map_path=args.midi_map, learn=args.learn,
+            # --learn may start a new map: a file that does not exist yet is where it will be saved.
+            fresh_map=args.learn and not Path(args.midi_map).exists(),
+        )
+    osc = None if args.no_osc else OscOptions(args.osc_host, args.osc_port, args.osc_reply_port)
     if not args.no_realtime:
         from .engine import raise_priority
 
         raise_priority()  # before any thread starts, so that they all inherit it
     bundle, engine = _engine_from_args(args, args.mode, gain=args.gain, presets=args.presets, record=bool(args.record))
-    osc = midi = None
-    stop_reason = "stopped"
-
-    def on_term(signum, frame):  # SIGTERM stops as cleanly as Ctrl-C
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        # Control inputs first: their imports and set-up then cannot hold up the audio callback.
-        # MIDI before OSC, so that /ganstream/learn can reach the MIDI input.
-        if args.learn or args.midi_in is not None or args.midi_virtual is not None or args.midi_map is not None:
-            midi = _start_midi(args, engine)
-        if not args.no_osc:
-            from .osc import OscServer
-
-            try:
-                osc = OscServer(
-                    engine.controls, host=args.osc_host, port=args.osc_port, learn=midi, reply_port=args.osc_reply_port
-                ).start()
-            except OSError as e:
-                raise CommandError(
-                    f"cannot listen for OSC on {args.osc_host}:{args.osc_port} ({e.strerror or e}); "
-                    "use another --osc-port, or --no-osc"
-                ) from None
-            except ValueError as e:
-                raise CommandError(f"--osc-reply-port: {e}") from None
-        if args.learn:
-            import threading
-
-            from .midi import learn_interactively
-
-            # stdin blocks; a daemon thread lets Ctrl-C stop the engine while it waits for a line.
-            threading.Thread(
-                target=learn_interactively, args=(midi, sys.stdin, lambda text: print(text, file=sys.stderr)),
-                name="ganstream-learn", daemon=True,
-            ).start()
-        try:
-            engine.start("device", device=args.device)
-        except AudioError as e:
-            raise CommandError(str(e)) from None
-        out = engine.output
-        print(
-            f"ganstream play: {bundle.name} ({bundle.sample_rate} Hz) on {out.name}, {args.sample_rate} Hz, "
-            f"{args.blocksize}-frame blocks, {engine.provider}, {engine.stream_settings.mode} mode, "
-            f"producer {engine.priority}"
-            + (f"; OSC on {args.osc_host}:{osc.port}" if osc else "")
-            + (f"; MIDI {midi.port_name!r} ({midi.api_label})" if midi else ""),
-            file=sys.stderr,
-        )
-        tty = sys.stderr.isatty() and not args.quiet
-        last_line = 0.0
-        end = None if args.seconds is None else time.monotonic() + args.seconds
-        while end is None or time.monotonic() < end:
-            time.sleep(0.1 if end is None else max(0.0, min(0.1, end - time.monotonic())))
-            if engine.error is not None:
-                raise CommandError(f"the audio producer stopped: {engine.error}")
-            now = time.monotonic()
-            if tty and now - last_line >= 0.25:
-                print("\r" + status_line(engine.status()) + "\x1b[K", end="", file=sys.stderr, flush=True)
-                last_line = now
-            elif not tty and not args.quiet and now - last_line >= 10.0:
-                print(status_line(engine.status()), file=sys.stderr, flush=True)
-                last_line = now
-        stop_reason = "done"
-    except KeyboardInterrupt:
-        stop_reason = "interrupted"
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        # The status as it played: closing a JACK MIDI client can make JACK itself xrun.
-        final = engine.status() if engine.running else None
-        for part in (midi, osc):
-            if part is not None:
-                try:
-                    part.stop()
-                except Exception:  # stopping must go on
-                    pass
-        engine.stop()
-    st = final or engine.final_status or engine.status()
-    if not args.quiet:
-        print(("\n" if sys.stderr.isatty() else "") + status_line(st), file=sys.stderr)
-    first = st["first_sound_s"]
-    print(
-        f"ganstream play: {stop_reason} after {st['position_s']:.1f} s of audio, {st['underruns']} underruns"
-        + (f", first sound {first:.2f} s after the engine started" if first is not None else "")
-        + f", {time.monotonic() - started:.1f} s since launch",
-        file=sys.stderr,
+    # The watchdog: each of the three parts may take its 5 s; past 20 s something holds the GIL.
+    session = Session(
+        engine, label=bundle.name, osc=osc, midi=midi, device=args.device, quiet=args.quiet, launched=launched,
+        exit_after_s=20.0,
     )
-    if args.record:
-        Path(args.record).write_text(json.dumps(engine.timeline().to_dict()) + "\n")
-    if args.stats:
-        extra = {
-            "latent": engine.controls.latent.tolist(), "macros": engine.controls.macros,
-            "osc": None if osc is None else {k: getattr(osc, k) for k in ("received", "messages", "applied", "refused", "malformed")},
-            "midi": None if midi is None else {k: getattr(midi, k) for k in ("received", "applied", "ignored", "refused")},
-            "first_sound_monotonic": None if engine.output.first_sound is None else engine.output.first_sound[1],
-            "last_ring_underrun_s": engine.ring.last_underrun / args.sample_rate if engine.ring.underruns else None,
-            "late_seconds": [
-                round(int(b) * args.blocksize / args.sample_rate, 3)
-                for b in engine.output.late_blocks[: min(64, engine.output.late_callbacks)]
-            ],
-            "xrun_seconds": [
-                round(int(b) * args.blocksize / args.sample_rate, 3)
-                for b in engine.output.xrun_blocks[: min(64, engine.output.xruns)]
-            ],
-        }
-        Path(args.stats).write_text(json.dumps({**_jsonable(st), **extra}) + "\n")
-    return 0
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    return x
-
-
-def _start_midi(args: argparse.Namespace, engine):
-    from .midi import MidiError, MidiInput
-    from .midi_map import MidiMapError, load_midi_map
-
-    if args.learn and not args.midi_map:
-        raise CommandError("--learn needs --midi-map PATH: the file the learned bindings are saved to")
+    failure = None
     try:
-        # --learn may start a new map: a file that does not exist yet is where it will be saved.
-        fresh = args.learn and not Path(args.midi_map).exists()
-        midi_map = load_midi_map(args.midi_map) if args.midi_map and not fresh else None
-        virtual = args.midi_virtual
-        if args.midi_in is None and virtual is None:
-            virtual = "ganstream"
-        return MidiInput(
-            engine.controls, midi_map, port=args.midi_in, virtual=virtual, api=args.midi_api, map_path=args.midi_map
-        ).start()
-    except (MidiError, MidiMapError, ValueError) as e:
+        reason = session.play(args.seconds)
+    except SessionError as e:
         raise CommandError(str(e)) from None
+    except SessionFailed as e:  # not the user's to fix: report what played, then exit 1
+        failure, reason = e, "failed"
+    session.report(reason)
+    if args.record:
+        session.write_record(args.record)
+    if args.stats:
+        session.write_stats(args.stats)
+    if failure is not None:
+        print(f"ganstream play: error: {failure}", file=sys.stderr)
+        return 1
+    return 0
 
 
 # -- devices ---------------------------------------------------------------------------------------
@@ -581,6 +490,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     from .audio import AudioError
     from .bench import measure_latency, measure_rtf
+    from .session import jsonable
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in MODES]
@@ -612,7 +522,7 @@ def _bench(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     if args.json:
-        Path(args.json).write_text(json.dumps(_jsonable(results), indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(jsonable(results), indent=2) + "\n")
     return 0
 
 

@@ -5,9 +5,9 @@ MIDI input, the status line). Every setter checks its arguments and raises
 `ControlError` (a ValueError whose message names the parameter and the
 problem) before anything changes, so bad input never reaches the latent. A
 valid value is appended to a `collections.deque` (an atomic operation in
-CPython) as a `Command`; the engine's producer thread drains the deque once
-per block and turns each command into an event of the stream's timeline,
-stamped at the stream position it is applied at. The producer never waits for
+CPython) as a `Command` holding a typed event (realtime/events.py); the
+engine's producer thread drains the deque once per step and applies each
+event, stamped at the stream position it is applied at. The producer never waits for
 a control thread, and a control thread never waits for the producer.
 
 Controls also keeps a *mirror* of what has been asked for (base latent, macro
@@ -49,10 +49,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from . import events as ev
 from .latents import LatentSpace
 
 LATENT_LIMIT = 8.0
@@ -65,17 +65,6 @@ MORPH_MAX_S = 600.0
 NAME_MAX = 64
 QUEUE_MAX = 65536  # commands the producer has not drained yet; beyond this the oldest are dropped
 
-# Command kinds, as the producer sees them.
-LATENT = "latent"  # value: (D,) float64, the whole base latent (set_latent, set_latent_dim, set_seed)
-MACRO = "macro"  # value: (name, v)
-GAIN = "gain"  # value: float
-WALK = "walk"  # value: (rate, depth), both floats (the mirror fills in the one not given)
-SEED = "seed"  # value: (seed, (D,) latent of that seed)
-RECALL = "recall"  # value: (name, latent or None, {macro: v}, seconds); seconds 0 = at once
-TRIGGER = "trigger"  # value: (velocity, note or None)
-NOTE_OFF = "note_off"  # value: note
-
-
 class ControlError(ValueError):
     """A control value that cannot be used; the message names the parameter and the problem."""
 
@@ -84,12 +73,12 @@ class ControlError(ValueError):
 class Command:
     """One accepted control change on its way to the producer.
 
+    event: the change (realtime/events.py), already checked.
     arrival: `Controls.clock()` when the setter accepted it (the engine sets the
     clock to the audio stream's, so latency can be measured to the DAC).
     """
 
-    kind: str
-    value: Any
+    event: ev.ControlEvent
     arrival: float
 
 
@@ -146,7 +135,7 @@ class Controls:
         z = self._check_latent(values)
         with self._lock:
             self._latent = z
-            self._push(LATENT, z.copy())
+            self._push(ev.LatentChange(z.copy()))
 
     def set_latent_dim(self, index: int, value: float) -> None:
         """One component of the base latent."""
@@ -156,7 +145,7 @@ class Controls:
             z = self._latent.copy()
             z[i] = v
             self._latent = z
-            self._push(LATENT, z.copy())
+            self._push(ev.LatentChange(z.copy()))
 
     def set_macro(self, name: str, value: float) -> None:
         """A named control direction (the bundle's `controls.items`), knob units in [-1, 1]."""
@@ -166,14 +155,14 @@ class Controls:
         v = self._check_range(f"macro {name!r}", value, -MACRO_LIMIT, MACRO_LIMIT)
         with self._lock:
             self._macros[name] = v
-            self._push(MACRO, (name, v))
+            self._push(ev.MacroChange(name, v))
 
     def set_gain(self, value: float) -> None:
         """Master gain, linear 0..2; the engine glides to it (one pole, `gain_smoothing_s`)."""
         v = self._check_range("gain", value, 0.0, GAIN_MAX)
         with self._lock:
             self._gain = v
-            self._push(GAIN, v)
+            self._push(ev.GainChange(v))
 
     def set_walk(self, rate: float | None = None, depth: float | None = None) -> None:
         """The random walk: knots per second (0 freezes it) and/or depth in latent units (0 stops it)."""
@@ -183,7 +172,7 @@ class Controls:
         d = None if depth is None else self._check_range("walk depth", depth, 0.0, WALK_DEPTH_MAX)
         with self._lock:
             self._walk = (self._walk[0] if r is None else r, self._walk[1] if d is None else d)
-            self._push(WALK, self._walk)
+            self._push(ev.WalkChange(*self._walk))
 
     def set_seed(self, seed: int) -> None:
         """Jump the base latent to the latent `seed` names (the walk keeps its own path)."""
@@ -191,7 +180,7 @@ class Controls:
         z = self.space.seed_latent(s)
         with self._lock:
             self._seed, self._latent = s, z
-            self._push(SEED, (s, z.copy()))
+            self._push(ev.SeedChange(s, z.copy()))
 
     def save_preset(self, name: str) -> None:
         """Store the current base latent and macro values under `name`, in the presets file if there is one."""
@@ -220,17 +209,17 @@ class Controls:
             if latent is not None:
                 self._latent = np.array(latent, dtype=np.float64)
             self._macros.update(macros)
-            self._push(RECALL, (name, None if latent is None else self._latent.copy(), macros, secs))
+            self._push(ev.PresetRecall(name, None if latent is None else self._latent.copy(), macros, secs))
 
     def trigger(self, velocity: float = 1.0, note: int | None = None) -> None:
         """Start a one-shot voice (trigger mode; other modes ignore it). velocity 0..1 scales its gain."""
         v = self._check_range("velocity", velocity, 0.0, 1.0)
         n = None if note is None else self._check_note(note)
-        self._push(TRIGGER, (v, n))
+        self._push(ev.NoteOn(v, n))
 
     def note_off(self, note: int) -> None:
         """Release the voices `note` started (trigger mode with note-off enabled; otherwise one-shots ignore it)."""
-        self._push(NOTE_OFF, self._check_note(note))
+        self._push(ev.NoteOff(self._check_note(note)))
 
     # -- reading back ---------------------------------------------------------
 
@@ -301,8 +290,8 @@ class Controls:
 
     # -- checks -----------------------------------------------------------------
 
-    def _push(self, kind: str, value: Any) -> None:
-        self._queue.append(Command(kind, value, self.clock()))
+    def _push(self, event: ev.ControlEvent) -> None:
+        self._queue.append(Command(event, self.clock()))
 
     def _fail(self, message: str):
         self.rejected += 1

@@ -1,16 +1,17 @@
 """The live engine: a producer thread that keeps a ring buffer just full enough, and an output that drains it.
 
-    producer thread                                      audio callback
-    Controls.pop() -> LivePath / triggers / gain events   ring.read_into(out)
-    SegmentStream -> GainStage -> ResampledStream -> Ring ----^   (copy, nothing else)
+    producer thread                                        audio callback
+    Controls.pop() -> Chain.apply(event, stamp)             ring.read_into(out)
+    Chain: ControlPath -> SegmentStream -> GainStage ->        ^  (copy, nothing else)
+           ResampledStream -> Ring ------------------------------'
 
-The producer owns the whole streaming chain. Once per step (`chunk_s` of
-output) it drains the controls' queue and turns each command into an event of
-the timeline stamped at the stream's current write position (model-rate
-samples), then, if the ring holds less than its target, generates one more
-step and writes it. A control change is therefore heard after exactly the
-audio already in flight: the ring's fill, the resampler's delay and the
-device's latency. The target fill ("lookahead") adapts: one device block plus
+The producer owns the whole streaming chain (`Chain`). Once per step
+(`chunk_s` of output) it drains the controls' queue and applies each typed
+event (realtime/events.py) stamped at the stream's current write position
+(model-rate samples), then, if the ring holds less than its target,
+generates one more step and writes it. A control change is therefore heard
+after exactly the audio already in flight: the ring's fill, the resampler's
+delay and the device's latency. The target fill ("lookahead") adapts: one device block plus
 `safety` times the decaying peaks of the time one step takes (a generator call
 lands in some steps) and of how late the thread wakes, plus `margin_s`; an
 underrun widens the margin. It shrinks back as the peaks decay, so it stays as
@@ -26,6 +27,7 @@ macro and preset changes into an automation file for `ganstream render`.
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import os
@@ -33,18 +35,31 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
-from . import control as C
 from .control import Controls
-from .latents import LatentSpace, LivePath
+from .events import (
+    ControlEvent,
+    GainChange,
+    LatentChange,
+    MacroChange,
+    NoteOff,
+    NoteOn,
+    PresetRecall,
+    SeedChange,
+    Stamped,
+    WalkChange,
+    stamped_from_json,
+    stamped_to_json,
+)
+from .latents import ControlPath, LatentSpace
 from ganstream.core.resample import ResampledStream
 from .ring import Ring
-from .stream import SegmentStream, StreamSettings, Trigger
+from .stream import SegmentStream, StreamSettings
 
 LOG_BLOCKS = 1 << 13  # output blocks remembered for latency measurement
 
@@ -98,6 +113,18 @@ class EngineSettings:
 # `--low-latency`: a 2 ms margin and a smaller safety factor. The producer keeps its 2 ms steps:
 # shorter ones mean more GIL hand-overs, which cost 64-frame callbacks more than they save.
 LOW_LATENCY = {"margin_s": 0.002, "safety": 1.25, "startup_margin_s": 0.01}
+
+
+def low_latency_help() -> str:
+    """What `--low-latency` changes, in words, made from LOW_LATENCY itself so the help cannot drift from it."""
+    d = EngineSettings()
+    lo = EngineSettings(**LOW_LATENCY)
+    return (
+        f"smaller safety margins: a {1000 * lo.margin_s:g} ms margin (default {1000 * d.margin_s:g}), "
+        f"safety factor {lo.safety:g} ({d.safety:g}), start-up margin {1000 * lo.startup_margin_s:g} ms "
+        f"({1000 * d.startup_margin_s:g}); producer steps stay {1000 * lo.chunk_s:g} ms. "
+        "Lower latency, less headroom against underruns"
+    )
 
 
 # -- master gain ---------------------------------------------------------------------------------
@@ -228,7 +255,7 @@ class NullOutput:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(1.0)  # it sleeps a block at most between checks
 
     def _run(self) -> None:
         period = self.blocksize / self.sample_rate
@@ -259,16 +286,15 @@ class NullOutput:
         return n
 
 
-# -- timeline ------------------------------------------------------------------------------------
+# -- the chain and its timeline -------------------------------------------------------------------
 
 
 @dataclass
 class Timeline:
-    """What a live session did: its starting state and every event with its model-rate stamp.
+    """What a live session did: its starting state and every event it applied, with its model-rate stamp.
 
-    events: dicts {"sample": int, "kind": ..., ...}; kinds: latent {"latent": [D]},
-    macro {"name", "value"}, recall {"latent": [D] | None, "macros": {}, "samples": int},
-    walk {"rate", "depth"}, gain {"gain"}, trigger {"velocity", "note"}, note_off {"note"}.
+    events: `Stamped` control events (realtime/events.py) in the order applied;
+    `to_dict`/`from_dict` give and read the JSON `play --record` writes.
     """
 
     model_rate: int
@@ -280,82 +306,132 @@ class Timeline:
     gain: float
     stream: dict
     engine: dict
-    events: list[dict] = field(default_factory=list)
+    events: list[Stamped] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "events"}
+        return {**d, "events": [stamped_to_json(e, self.model_rate) for e in self.events]}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Timeline":
-        return cls(**d)
+        rate = int(d["model_rate"])
+        return cls(**{**d, "events": [stamped_from_json(e, rate) for e in d.get("events", ())]})
 
 
-def build_chain(
-    generator, space: LatentSpace, stream_settings: StreamSettings, settings: EngineSettings,
-    *, seed: int, latent: np.ndarray | None, walk_rate: float, walk_depth: float, gain: float,
-    triggers: Sequence[Trigger] = (),
-) -> tuple[LivePath, SegmentStream, GainStage, ResampledStream]:
-    """The streaming chain both the live engine and `render_timeline` pull from."""
-    base = space.seed_latent(seed) if latent is None else np.asarray(latent, dtype=np.float64)
-    path = LivePath(
-        space, base, seed=seed, walk_rate=walk_rate, walk_depth=walk_depth, sample_rate=generator.sample_rate
-    )
-    stream = SegmentStream(generator, path, stream_settings, triggers=triggers)
-    gain_stage = GainStage(stream, generator.sample_rate, settings.gain_smoothing_s, gain)
-    block = max(16, round(settings.resample_block_s * generator.sample_rate))
-    resampled = ResampledStream(
-        gain_stage, generator.sample_rate, settings.sample_rate, quality=settings.resample_quality, block=block
-    )
-    return path, stream, gain_stage, resampled
+class Chain:
+    """The streaming chain both the live engine and `render_timeline` pull from:
 
+        ControlPath -> SegmentStream -> GainStage -> ResampledStream
 
-def apply_event(ev: Mapping, path: LivePath, stream: SegmentStream, gain: GainStage) -> None:
-    """One timeline event into the chain (the live producer and `render_timeline` share this)."""
-    t, kind = int(ev["sample"]), ev["kind"]
-    if kind == "latent":
-        path.set_latent(t, np.asarray(ev["latent"], dtype=np.float64))
-    elif kind == "macro":
-        path.set_macro(t, ev["name"], float(ev["value"]))
-    elif kind == "recall":
-        latent = None if ev["latent"] is None else np.asarray(ev["latent"], dtype=np.float64)
-        if ev["samples"] > 0:
-            path.ramp(t, int(ev["samples"]), latent, ev["macros"])
-        else:
-            if latent is not None:
-                path.set_latent(t, latent)
-            for name, v in ev["macros"].items():
-                path.set_macro(t, name, float(v))
-    elif kind == "walk":
-        path.set_walk(t, float(ev["rate"]), float(ev["depth"]))
-    elif kind == "gain":
-        gain.set(t, float(ev["gain"]))
-    elif kind == "trigger":
-        stream.trigger(t, float(ev["velocity"]), ev["note"])
-    elif kind == "note_off":
-        stream.note_off(t, int(ev["note"]))
-    else:
-        raise ValueError(f"unknown timeline event {kind!r}")
+    `apply(event, t)` puts one control event into it at model sample t, by the
+    event's type; `read(n)` gives the next n samples at the output rate.
+    """
+
+    def __init__(
+        self, generator, space: LatentSpace, stream_settings: StreamSettings, settings: EngineSettings,
+        *, seed: int, latent: np.ndarray | None, walk_rate: float, walk_depth: float, gain: float,
+    ):
+        self.model_rate = int(generator.sample_rate)
+        base = space.seed_latent(seed) if latent is None else np.asarray(latent, dtype=np.float64)
+        self.path = ControlPath(
+            space, base, seed=seed, walk_rate=walk_rate, walk_depth=walk_depth, sample_rate=self.model_rate
+        )
+        self.stream = SegmentStream(generator, self.path, stream_settings)
+        self.gain = GainStage(self.stream, self.model_rate, settings.gain_smoothing_s, gain)
+        block = max(16, round(settings.resample_block_s * self.model_rate))
+        self.resampled = ResampledStream(
+            self.gain, self.model_rate, settings.sample_rate, quality=settings.resample_quality, block=block
+        )
+
+    def read(self, n: int) -> np.ndarray:
+        return self.resampled.read(n)
+
+    @functools.singledispatchmethod
+    def apply(self, event: ControlEvent, t: int) -> None:
+        raise ValueError(f"unknown control event {event!r}")
+
+    @apply.register
+    def _latent(self, event: LatentChange, t: int) -> None:
+        self.path.set_latent(t, event.latent)
+
+    @apply.register
+    def _seed(self, event: SeedChange, t: int) -> None:
+        self.path.set_latent(t, event.latent)
+
+    @apply.register
+    def _macro(self, event: MacroChange, t: int) -> None:
+        self.path.set_macro(t, event.name, float(event.value))
+
+    @apply.register
+    def _recall(self, event: PresetRecall, t: int) -> None:
+        samples = event.samples(self.model_rate)
+        if samples > 0:
+            self.path.ramp(t, samples, event.latent, event.macros)
+            return
+        if event.latent is not None:
+            self.path.set_latent(t, event.latent)
+        for name, v in event.macros.items():
+            self.path.set_macro(t, name, float(v))
+
+    @apply.register
+    def _walk(self, event: WalkChange, t: int) -> None:
+        self.path.set_walk(t, float(event.rate), float(event.depth))
+
+    @apply.register
+    def _gain(self, event: GainChange, t: int) -> None:
+        self.gain.set(t, float(event.gain))
+
+    @apply.register
+    def _note_on(self, event: NoteOn, t: int) -> None:
+        self.stream.trigger(t, float(event.velocity), event.note)
+
+    @apply.register
+    def _note_off(self, event: NoteOff, t: int) -> None:
+        self.stream.note_off(t, int(event.note))
 
 
 def render_timeline(generator, space: LatentSpace, timeline: Timeline, samples: int) -> np.ndarray:
     """(samples,) float32 at the output rate: what the live engine played for this timeline."""
-    stream_settings = StreamSettings(**timeline.stream)
-    settings = EngineSettings(**timeline.engine)
-    events = sorted(timeline.events, key=lambda e: e["sample"])  # stable: same-stamp order kept
-    triggers = [
-        Trigger(e["sample"], e.get("velocity", 0.0), e["note"], e["kind"] == "note_off")
-        for e in events
-        if e["kind"] in ("trigger", "note_off")
-    ]
-    path, stream, gain, resampled = build_chain(
-        generator, space, stream_settings, settings, seed=timeline.seed, latent=np.asarray(timeline.latent),
-        walk_rate=timeline.walk_rate, walk_depth=timeline.walk_depth, gain=timeline.gain, triggers=triggers,
+    chain = Chain(
+        generator, space, StreamSettings(**timeline.stream), EngineSettings(**timeline.engine), seed=timeline.seed,
+        latent=np.asarray(timeline.latent), walk_rate=timeline.walk_rate, walk_depth=timeline.walk_depth,
+        gain=timeline.gain,
     )
-    for ev in events:
-        if ev["kind"] not in ("trigger", "note_off"):
-            # Known in advance: the path and the gain only use an event from its own stamp on.
-            apply_event(ev, path, stream, gain)
-    return resampled.read(samples)
+    # All known in advance: the path, the gain and the triggers only use an event from its own stamp on.
+    for e in sorted(timeline.events, key=lambda e: e.sample):  # stable: same-stamp order kept
+        chain.apply(e.event, e.sample)
+    return chain.read(samples)
+
+
+@functools.singledispatch
+def _automation_fields(event: ControlEvent, model_rate: int) -> dict | None:
+    """The keyframe fields an event becomes in an automation file; None: it cannot be one."""
+    return None
+
+
+@_automation_fields.register
+def _(event: LatentChange, model_rate: int) -> dict:
+    return {"latent": event.latent.tolist()}
+
+
+@_automation_fields.register
+def _(event: SeedChange, model_rate: int) -> dict:
+    return {"latent": event.latent.tolist()}
+
+
+@_automation_fields.register
+def _(event: MacroChange, model_rate: int) -> dict:
+    return {"macros": {event.name: event.value}}
+
+
+@_automation_fields.register
+def _(event: PresetRecall, model_rate: int) -> dict | None:
+    if event.samples(model_rate) != 0:
+        return None  # a morph: an automation ramp starts at the previous keyframe, not at the recall
+    fields = {"macros": dict(event.macros)}
+    if event.latent is not None:
+        fields["latent"] = event.latent.tolist()
+    return fields
 
 
 def automation_from_timeline(timeline: Timeline) -> dict:
@@ -367,26 +443,18 @@ def automation_from_timeline(timeline: Timeline) -> dict:
     """
     sr = timeline.model_rate
     frames: list[dict] = []
-    for ev in timeline.events:
-        kind = ev["kind"]
-        if kind == "latent":
-            fields: dict[str, Any] = {"latent": list(ev["latent"])}
-        elif kind == "macro":
-            fields = {"macros": {ev["name"]: ev["value"]}}
-        elif kind == "recall" and ev["samples"] == 0:
-            fields = {"macros": dict(ev["macros"])}
-            if ev["latent"] is not None:
-                fields["latent"] = list(ev["latent"])
-        else:
-            raise ValueError(f"an automation file cannot hold a {kind} event (sample {ev['sample']})")
-        if frames and frames[-1]["sample"] == ev["sample"]:
+    for e in timeline.events:
+        fields = _automation_fields(e.event, sr)
+        if fields is None:
+            raise ValueError(f"an automation file cannot hold a {e.event.kind} event (sample {e.sample})")
+        if frames and frames[-1]["sample"] == e.sample:
             last = frames[-1]
             if "latent" in fields:
                 last["latent"] = fields["latent"]
             if "macros" in fields:
                 last.setdefault("macros", {}).update(fields["macros"])
         else:
-            frames.append({"sample": ev["sample"], **fields})
+            frames.append({"sample": e.sample, **fields})
     keyframes = [{"time": f.pop("sample") / sr, **f, "curve": "step"} for f in frames]
     for k in keyframes:  # a first keyframe at 0 would replace the track's start instead of stepping
         if k["time"] == 0:
@@ -489,13 +557,12 @@ class Engine:
         self._chain_args = dict(
             seed=seed, latent=self.controls.latent, walk_rate=walk_rate, walk_depth=walk_depth, gain=gain
         )
-        self.path, self.stream, self.gain_stage, self.resampled = build_chain(
-            generator, space, self.stream_settings, s, **self._chain_args
-        )
+        self.chain = Chain(generator, space, self.stream_settings, s, **self._chain_args)
         self.ring = Ring(round(s.ring_s * s.sample_rate), fade=max(16, round(0.002 * s.sample_rate)))
         self.chunk = max(16, round(s.chunk_s * s.sample_rate))
         self._record = record
-        self._events: list[dict] = []
+        self._trigger_mode = self.stream_settings.mode == "trigger"
+        self._events: list[tuple[int, ControlEvent]] = []
         self.output: Any = None
         self.priority = "normal"
         self.final_status: dict | None = None
@@ -557,19 +624,21 @@ class Engine:
             raise self.error
         output.start()
 
-    def stop(self) -> None:
-        """Stop the audio, then the producer; `final_status` keeps the status just before."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the audio, then the producer; `final_status` keeps the status just before.
+
+        The producer finishes its step (one generator call at most) and ends; it is a daemon
+        thread, so one that does not within `timeout` seconds cannot keep the process alive.
+        """
         if self.running:
             self.final_status = self.status()
-        if self.output is not None:
-            try:
+        try:
+            if self.output is not None:
                 self.output.stop()
-            finally:
-                self._stop.set()
-                if self._thread is not None:
-                    self._thread.join()
-        else:
+        finally:
             self._stop.set()
+            if self._thread is not None:
+                self._thread.join(timeout)
 
     @property
     def running(self) -> bool:
@@ -595,7 +664,7 @@ class Engine:
                     self._late_peak.update(max(0.0, t1 - t0 - want), t1)
                     continue
                 t0 = time.perf_counter()
-                x = self.resampled.read(self.chunk)
+                x = self.chain.read(self.chunk)
                 self.ring.write(x)
                 t1 = time.perf_counter()
                 self._step_peak.update(t1 - t0, t1)
@@ -609,45 +678,24 @@ class Engine:
         cmd = self.controls.pop()
         if cmd is None:
             return
-        t = self.stream.position
+        t = self.chain.stream.position
         q = -(-t * self.settings.sample_rate // self.model_rate)  # first output sample at stamp t
         while cmd is not None:
-            ev = self._event(cmd, t)
-            if ev is not None:
-                apply_event(ev, self.path, self.stream, self.gain_stage)
+            ev = cmd.event
+            if self._plays(ev):
+                self.chain.apply(ev, t)
                 if self._record:
-                    # Kept compact (a tuple of atomics and arrays is not tracked by the garbage
-                    # collector), so a long session does not lengthen its collections.
-                    self._events.append((t, cmd.kind, cmd.value))
+                    # The events are immutable and shared with nothing; `_housekeeping` freezes
+                    # them out of the collector every 5 s, so a long record does not lengthen
+                    # the collections that hold the GIL the audio callback needs.
+                    self._events.append((t, ev))
                 self._applied += 1
                 self._pending_latency.append((q, cmd.arrival))
             cmd = self.controls.pop()
 
-    def _event(self, cmd: C.Command, t: int) -> dict | None:
-        k, v = cmd.kind, cmd.value
-        if k == C.LATENT:
-            return {"sample": t, "kind": "latent", "latent": v}
-        if k == C.SEED:
-            return {"sample": t, "kind": "latent", "latent": v[1], "seed": v[0]}
-        if k == C.MACRO:
-            return {"sample": t, "kind": "macro", "name": v[0], "value": v[1]}
-        if k == C.RECALL:
-            name, latent, macros, secs = v
-            return {
-                "sample": t, "kind": "recall", "preset": name, "latent": latent,
-                "macros": dict(macros), "samples": round(secs * self.model_rate),
-            }
-        if k == C.WALK:
-            return {"sample": t, "kind": "walk", "rate": v[0], "depth": v[1]}
-        if k == C.GAIN:
-            return {"sample": t, "kind": "gain", "gain": v}
-        if self.stream_settings.mode != "trigger":
-            return None  # notes only play in trigger mode
-        if k == C.TRIGGER:
-            return {"sample": t, "kind": "trigger", "velocity": v[0], "note": v[1]}
-        if k == C.NOTE_OFF:
-            return {"sample": t, "kind": "note_off", "note": v}
-        raise ValueError(f"unknown command {k!r}")
+    def _plays(self, event: ControlEvent) -> bool:
+        """Notes only play in trigger mode; other modes drop them (unrecorded, so a render matches)."""
+        return self._trigger_mode or not isinstance(event, (NoteOn, NoteOff))
 
     def _adapt(self) -> None:
         s = self.settings
@@ -671,10 +719,10 @@ class Engine:
                 self._cpu = (cpu - self._cpu_t[1]) / (wall - self._cpu_t[0])
             self._cpu_t = (wall, cpu)
             # A long session: drop events no target can need any more.
-            pos = self.stream.position
-            keep = 2 * (40 * self.stream_settings.latent_smoothing_s * self.model_rate + self.stream.segment) + self.model_rate
+            pos = self.chain.stream.position
+            keep = 2 * (40 * self.stream_settings.latent_smoothing_s * self.model_rate + self.chain.stream.segment) + self.model_rate
             if pos - self._forgot > self.model_rate * 5:
-                self.path.forget_before(int(pos - keep))
+                self.chain.path.forget_before(int(pos - keep))
                 self._forgot = pos
             # Objects that survived this long are session state: freeze them, so a full collection
             # (which holds the GIL the audio callback needs) only ever walks what is new.
@@ -722,13 +770,7 @@ class Engine:
 
     def timeline(self) -> Timeline:
         """The session so far: its start and every applied event (JSON-ready)."""
-        events = []
-        for t, kind, value in list(self._events):
-            ev = self._event(C.Command(kind, value, 0.0), t)
-            for key in ("latent",):
-                if isinstance(ev.get(key), np.ndarray):
-                    ev[key] = ev[key].tolist()
-            events.append(ev)
+        events = [Stamped(t, ev) for t, ev in list(self._events)]
         return Timeline(
             model_rate=self.model_rate, output_rate=self.settings.sample_rate, seed=self._chain_args["seed"],
             latent=[float(v) for v in self._chain_args["latent"]], walk_rate=self._chain_args["walk_rate"],
@@ -749,7 +791,7 @@ class Engine:
         if self.model_rate == self.settings.sample_rate:
             return 0
         r = ResampledStream(_Silence(), self.model_rate, self.settings.sample_rate,
-                            quality=self.settings.resample_quality, block=self.resampled._block)
+                            quality=self.settings.resample_quality, block=self.chain.resampled._block)
         src = r._soxr
         n = self.model_rate // r._block * r._block  # about a second in
         worst, got = 0, 0
@@ -806,12 +848,12 @@ class Engine:
             "callback_wait_ms": 1000.0 * float(getattr(out, "callback_wait_max", 0.0)),
             "latency_ms": 1000.0 * ((fill + self.resampler_delay) / sr + device_latency),
             "control_latency_ms": lat,
-            "position": self.stream.position,
-            "position_s": self.stream.position / self.model_rate,
-            "voices": self.stream.voices,
+            "position": self.chain.stream.position,
+            "position_s": self.chain.stream.position / self.model_rate,
+            "voices": self.chain.stream.voices,
             "gain": self.controls.gain,
-            "generator_calls": self.stream.generator_calls,
-            "regenerations": self.stream.regenerations,
+            "generator_calls": self.chain.stream.generator_calls,
+            "regenerations": self.chain.stream.regenerations,
             "controls_applied": self._applied,
             "controls_pending": self.controls.pending(),
             "controls_rejected": self.controls.rejected,

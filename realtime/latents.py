@@ -1,4 +1,4 @@
-"""Where the latents come from: a fixed seed, a smooth random walk, or keyframes.
+"""Where the latents come from: one `ControlPath` (a fixed seed, a smooth random walk, keyframes, or live changes).
 
 Every source here is a *path*: a pure function of model-rate sample time, so a
 stream built on it is the same however it is read, and `render` can reproduce a
@@ -108,14 +108,37 @@ class Walk:
     never leaves [-depth, depth] and is twice continuously differentiable.
     Knot j is drawn from `SeedSequence([seed, "walk", j // 256])`, so the walk
     can be evaluated at any time in any order and is the same on every run.
+
+    `change(t, rate, depth)` (a live session's walk control) starts a new
+    segment at sample t: the phase goes on from where it was, so a rate change
+    does not jump, and rate 0 holds the walk where it is. Without changes the
+    phase is t / spacing, the same arithmetic a render uses.
     """
 
     def __init__(self, size: int, seed: int, rate_hz: float, depth: float, sample_rate: int):
-        if rate_hz <= 0 or depth < 0:
-            raise ValueError(f"walk rate must be > 0 and depth >= 0, got rate {rate_hz}, depth {depth}")
-        self.size, self.seed, self.depth = size, int(seed), float(depth)
-        self.spacing = sample_rate / float(rate_hz)  # samples between knots
+        if rate_hz < 0 or depth < 0 or not (math.isfinite(rate_hz) and math.isfinite(depth)):
+            raise ValueError(f"walk rate and depth must be finite and >= 0, got rate {rate_hz}, depth {depth}")
+        self.size, self.seed = size, int(seed)
+        self.sample_rate = sample_rate
         self._chunks: dict[int, np.ndarray] = {}
+        # Segment i: from times[i], phase phases[i] + (t - times[i]) / spacings[i], depth depths[i].
+        self.times = [0]
+        self.phases = [0.0]
+        self.spacings = [self._spacing(rate_hz)]
+        self.depths = [float(depth)]
+
+    @property
+    def depth(self) -> float:
+        """The depth it started with."""
+        return self.depths[0]
+
+    @property
+    def spacing(self) -> float:
+        """Samples between knots at the start (inf for rate 0)."""
+        return self.spacings[0]
+
+    def _spacing(self, rate_hz: float) -> float:
+        return self.sample_rate / float(rate_hz) if rate_hz > 0 else math.inf
 
     def _knots(self, j: int) -> np.ndarray:
         """(4, D): knots j-1 .. j+2."""
@@ -131,9 +154,22 @@ class Walk:
             rows.append(chunk[i])
         return np.stack(rows)
 
-    def offset(self, t: int) -> np.ndarray:
-        """(D,) float64 offset at sample t (any integer, negative included)."""
-        return self.at(t / self.spacing, self.depth)
+    def _segment(self, t: int, upto: int) -> int:
+        return max(0, bisect.bisect_right(self.times, min(t, upto)) - 1)
+
+    def _phase(self, i: int, t: int) -> float:
+        if i == 0:
+            return t / self.spacings[0]
+        return self.phases[i] + (t - self.times[i]) / self.spacings[i]
+
+    def depth_at(self, t: int, upto: int | None = None) -> float:
+        """The depth at sample t, counting changes stamped at or before `upto` (default t)."""
+        return self.depths[self._segment(t, t if upto is None else upto)]
+
+    def offset(self, t: int, upto: int | None = None) -> np.ndarray:
+        """(D,) float64 offset at sample t (any integer, negative included), changes up to `upto` (default t)."""
+        i = self._segment(t, t if upto is None else upto)
+        return self.at(self._phase(i, t), self.depths[i])
 
     def at(self, u: float, depth: float) -> np.ndarray:
         """(D,) float64 offset at knot phase u (knot j at u = j) with the given depth."""
@@ -144,35 +180,22 @@ class Walk:
         ) / 6.0
         return depth * (w @ self._knots(j))
 
+    def change(self, t: int, rate_hz: float, depth: float) -> None:
+        """From sample t (not before the last change), go on at this rate and depth."""
+        if rate_hz < 0 or depth < 0 or not (math.isfinite(rate_hz) and math.isfinite(depth)):
+            raise ValueError(f"walk rate and depth must be finite and >= 0, got rate {rate_hz}, depth {depth}")
+        i = self._segment(t, t)
+        phase = self._phase(i, t)
+        self.times.append(t)
+        self.phases.append(phase)
+        self.spacings.append(self._spacing(rate_hz))
+        self.depths.append(float(depth))
 
-class FixedLatent:
-    """One latent for ever: `space.seed_latent(seed)`, or the latent given."""
-
-    def __init__(self, space: LatentSpace, seed: int = 0, latent: np.ndarray | None = None):
-        self.latent_size = space.size
-        self._z = space.seed_latent(seed) if latent is None else _check_latent(latent, space.size)
-
-    def target(self, t: int, upto: int) -> np.ndarray:
-        return self._z
-
-    def step_times(self) -> Sequence[int]:
-        return ()
-
-
-class RandomWalk:
-    """The seed latent plus a `Walk` (seeded by the same seed), folded into range."""
-
-    def __init__(self, space: LatentSpace, seed: int, rate_hz: float, depth: float, sample_rate: int):
-        self.latent_size = space.size
-        self._space = space
-        self._base = space.seed_latent(seed)
-        self.walk = Walk(space.size, seed, rate_hz, depth, sample_rate)
-
-    def target(self, t: int, upto: int) -> np.ndarray:
-        return self._space.fold(self._base + self.walk.offset(t))
-
-    def step_times(self) -> Sequence[int]:
-        return ()
+    def forget_before(self, t: int) -> None:
+        i = bisect.bisect_right(self.times, t) - 1
+        if i > 1:  # keep segment 0: its phase formula is the unchanged walk's
+            for seq in (self.times, self.phases, self.spacings, self.depths):
+                del seq[1:i]
 
 
 @dataclass(frozen=True)
@@ -193,113 +216,17 @@ class Keyframe:
 
 
 class _Track:
-    """One automated value (the base latent, or one macro): keyframes by time, with an implicit one at 0."""
+    """One value (the base latent, or one macro) over time: `initial`, then segments.
 
-    def __init__(self, default):
-        self.times: list[int] = [0]
-        self.values: list = [default]
-        self.curves: list[str] = ["linear"]
-        self.step_idx: list[int] = []  # indices of step keyframes after the first (they make jumps)
-        self.step_t: list[int] = []  # their times
-        self._explicit0 = False
-
-    def add(self, t: int, value, curve: str) -> None:
-        if t == 0 and len(self.times) == 1 and not self._explicit0:
-            self.values[0] = value  # an explicit keyframe at 0 replaces the default
-            self._explicit0 = True
-            return
-        if t <= self.times[-1]:
-            raise ValueError(f"keyframe times must increase (got {t} after {self.times[-1]})")
-        self.times.append(t)
-        self.values.append(value)
-        self.curves.append(curve)
-        if curve == "step":
-            self.step_idx.append(len(self.times) - 1)
-            self.step_t.append(t)
-
-    def value(self, t: int, upto: int):
-        # Steps after `upto` have not happened, and nothing after them is known.
-        s = bisect.bisect_right(self.step_t, upto)
-        stop = self.step_idx[s] if s < len(self.step_idx) else len(self.times)
-        i = bisect.bisect_right(self.times, t, 0, stop) - 1
-        if i < 0:
-            return self.values[0]
-        if i + 1 >= stop or self.curves[i + 1] == "step":
-            return self.values[i]
-        f = (t - self.times[i]) / (self.times[i + 1] - self.times[i])
-        if self.curves[i + 1] == "cosine":
-            f = 0.5 - 0.5 * math.cos(math.pi * f)
-        return self.values[i] + (self.values[i + 1] - self.values[i]) * f
-
-
-class Keyframes:
-    """A timeline of keyframes over a base latent, macro values and an optional walk.
-
-    target(t) = fold(base(t) + walk(t)) + sum_m value_m(t) * scale_m * direction_m
-
-    Each track (the base, and each macro) starts with an implicit keyframe at
-    sample 0 holding its default (`base`, macros 0) unless a keyframe at 0 sets
-    it, holds its last value after its last keyframe, and between keyframes
-    follows the later keyframe's curve. `add` appends a keyframe later than all
-    others (the live engine records control changes this way).
-    """
-
-    def __init__(
-        self,
-        space: LatentSpace,
-        keyframes: Sequence[Keyframe] = (),
-        base: np.ndarray | None = None,
-        walk: Walk | None = None,
-    ):
-        self.latent_size = space.size
-        self._space = space
-        self._walk = walk
-        self._base = _Track(np.zeros(space.size) if base is None else _check_latent(base, space.size))
-        self._macros: dict[str, _Track] = {}
-        self._steps: list[int] = []
-        self._last = 0
-        for kf in keyframes:
-            self.add(kf)
-
-    def add(self, kf: Keyframe) -> None:
-        """Append a keyframe; its sample must not be earlier than any before it."""
-        if kf.sample < self._last:
-            raise ValueError(f"keyframe times must not go back (got sample {kf.sample} after {self._last})")
-        if kf.curve not in CURVES:
-            raise ValueError(f"unknown curve {kf.curve!r} (one of {', '.join(CURVES)})")
-        unknown = sorted(set(kf.macros) - set(self._space.controls))
-        if unknown:
-            known = ", ".join(self._space.controls) or "none"
-            raise ValueError(f"unknown macro {unknown[0]!r} (known: {known})")
-        for name, v in kf.macros.items():
-            if not math.isfinite(float(v)):
-                raise ValueError(f"macro {name!r} is not finite")
-        if kf.latent is not None:
-            self._base.add(kf.sample, _check_latent(kf.latent, self.latent_size), kf.curve)
-        for name, v in kf.macros.items():
-            self._macros.setdefault(name, _Track(0.0)).add(kf.sample, float(v), kf.curve)
-        self._last = kf.sample
-        if kf.curve == "step" and kf.sample > 0 and (not self._steps or self._steps[-1] != kf.sample):
-            self._steps.append(kf.sample)
-
-    def target(self, t: int, upto: int) -> np.ndarray:
-        z = self._base.value(t, upto)
-        if self._walk is not None:
-            z = self._space.fold(z + self._walk.offset(t))
-        if self._macros:
-            z = z + self._space.macro_offset({n: tr.value(t, upto) for n, tr in self._macros.items()})
-        return z
-
-    def step_times(self) -> Sequence[int]:
-        return self._steps
-
-
-class _LiveTrack:
-    """One live value (the base latent, or a macro): events appended in time order, each a set or an eased ramp.
-
-    Event i at t_i starts from s_i, the value just before it, and goes to g_i: at
-    once (duration 0) or along a cosine ease over `duration` samples. So a ramp
-    interrupted by a later event simply hands over the value it had reached.
+    Segment i starts at times[i] from starts[i] (the value there) and goes to
+    goals[i]: at once (duration 0) or along a linear or cosine curve over
+    `durations[i]` samples, then holds. A live change (`change`) is a segment
+    that is a *step*: known only from its own time on. A keyframe (`keyframe`)
+    with a curve is a glide from the previous keyframe, known in advance; a
+    "step" keyframe is a step. `value(t, upto)` hides every step after `upto`
+    and everything added after such a step: nothing after an unknown jump is
+    known either. Both kinds use the same arithmetic, so a live session and a
+    render of its keyframes give the same values, bit for bit.
     """
 
     def __init__(self, initial):
@@ -308,145 +235,169 @@ class _LiveTrack:
         self.starts: list = []
         self.goals: list = []
         self.durations: list[int] = []
+        self.eased: list[bool] = []  # cosine (True) or linear
+        self.step_idx: list[int] = []  # indices of the segments that are steps
+        self.step_t: list[int] = []  # their times
+        self._key = 0  # time of the last keyframe (or change)
+        self._explicit0 = False
 
     def value(self, t: int, upto: int):
-        i = bisect.bisect_right(self.times, min(t, upto)) - 1
+        s = bisect.bisect_right(self.step_t, upto)
+        stop = self.step_idx[s] if s < len(self.step_idx) else len(self.times)
+        i = bisect.bisect_right(self.times, t, 0, stop) - 1
         if i < 0:
             return self.initial
-        return self._at(i, t)
-
-    def _at(self, i: int, t: int):
         d = self.durations[i]
         if d <= 0 or t - self.times[i] >= d:
             return self.goals[i]
-        # The same arithmetic as a `Keyframes` cosine ramp, so an exported timeline renders identically.
         f = (t - self.times[i]) / d
-        f = 0.5 - 0.5 * math.cos(math.pi * f)
+        if self.eased[i]:
+            f = 0.5 - 0.5 * math.cos(math.pi * f)
         return self.starts[i] + (self.goals[i] - self.starts[i]) * f
 
-    def add(self, t: int, goal, duration: int = 0) -> None:
-        if self.times and self.times[-1] == t and duration == 0 and self.durations[-1] == 0:
-            self.goals[-1] = goal  # two sets at one sample: the later wins, one event
-            return
+    def _append(self, t: int, goal, duration: int, eased: bool, step: bool) -> None:
         self.starts.append(self.value(t, t))
         self.times.append(t)
         self.goals.append(goal)
         self.durations.append(int(duration))
+        self.eased.append(eased)
+        if step:
+            self.step_idx.append(len(self.times) - 1)
+            self.step_t.append(t)
+
+    def change(self, t: int, goal, duration: int = 0) -> None:
+        """A live change at t: to `goal` at once, or eased (cosine) over `duration` samples from wherever it is."""
+        if self.times and self.times[-1] == t and duration == 0 and self.durations[-1] == 0:
+            self.goals[-1] = goal  # two sets at one sample: the later wins, one event
+            return
+        self._append(t, goal, duration, True, step=True)
+        self._key = t
+
+    def keyframe(self, t: int, value, curve: str) -> None:
+        """A keyframe: `value` at t, reached from the previous keyframe along `curve`."""
+        if t == 0 and not self.times and not self._explicit0:
+            self.initial = value  # an explicit keyframe at 0 replaces the default
+            self._explicit0 = True
+            return
+        if t <= self._key:
+            raise ValueError(f"keyframe times must increase (got {t} after {self._key})")
+        if curve == "step":
+            self._append(t, value, 0, False, step=True)
+        else:
+            self._append(self._key, value, t - self._key, curve == "cosine", step=False)
+        self._key = t
 
     def forget_before(self, t: int) -> None:
-        """Drop events that no longer matter at or after t (keeps the last one at or before t)."""
+        """Drop segments that no longer matter at or after t (keeps the last one at or before t)."""
         i = bisect.bisect_right(self.times, t) - 1
         if i > 0:
-            for seq in (self.times, self.starts, self.goals, self.durations):
+            for seq in (self.times, self.starts, self.goals, self.durations, self.eased):
                 del seq[:i]
+            k = bisect.bisect_left(self.step_idx, i)
+            self.step_idx = [j - i for j in self.step_idx[k:]]
+            del self.step_t[:k]
 
 
-class _LiveWalk:
-    """The walk of a live session: rate and depth change at stamped times; a rate change keeps the phase."""
+class ControlPath:
+    """The latent path of a stream: a base latent, macro values and a walk, each changed over time.
 
-    def __init__(self, size: int, seed: int, rate_hz: float, depth: float, sample_rate: int):
-        self.sample_rate = sample_rate
-        self.walk = Walk(size, seed, 1.0, 1.0, sample_rate)  # only its knots are used
-        # Segment i: from times[i], phase phases[i] + (t - times[i]) / spacings[i], depth depths[i].
-        self.times = [0]
-        self.phases = [0.0]
-        self.spacings = [self._spacing(rate_hz)]
-        self.depths = [float(depth)]
+        target(t) = fold(base(t) + walk(t)) + sum_m value_m(t) * scale_m * direction_m
 
-    def _spacing(self, rate_hz: float) -> float:
-        return self.sample_rate / float(rate_hz) if rate_hz > 0 else math.inf
+    with the walk left out (and no fold) while its depth is 0. Render and play
+    both play one of these; they differ only in how it is filled:
 
-    def _segment(self, t: int, upto: int) -> int:
-        return max(0, bisect.bisect_right(self.times, min(t, upto)) - 1)
+    - `render` builds it up front: `fixed`, `random_walk`, or `from_keyframes`
+      (an automation file). Each track (the base, and each macro) starts with
+      an implicit keyframe at sample 0 holding its default (`base`, macros 0)
+      unless a keyframe at 0 sets it, holds its last value after its last
+      keyframe, and between keyframes follows the later keyframe's curve.
+    - the live engine adds control changes as they arrive, each stamped at a
+      model sample: `set_latent` (the whole base), `set_macro`, `ramp` (an eased
+      glide of the base and/or macros from wherever they are: a preset morph)
+      and `set_walk` (rate and depth; a rate change keeps the walk's phase, so
+      the walk does not jump).
 
-    def _phase(self, i: int, t: int) -> float:
-        if i == 0:
-            return t / self.spacings[0]  # exactly `Walk.offset`'s phase, for an unchanged walk
-        return self.phases[i] + (t - self.times[i]) / self.spacings[i]
-
-    def depth(self, t: int, upto: int) -> float:
-        return self.depths[self._segment(t, upto)]
-
-    def offset(self, t: int, upto: int) -> np.ndarray:
-        i = self._segment(t, upto)
-        return self.walk.at(self._phase(i, t), self.depths[i])
-
-    def change(self, t: int, rate_hz: float, depth: float) -> None:
-        i = self._segment(t, t)
-        phase = self._phase(i, t)
-        self.times.append(t)
-        self.phases.append(phase)
-        self.spacings.append(self._spacing(rate_hz))
-        self.depths.append(float(depth))
-
-    def forget_before(self, t: int) -> None:
-        i = bisect.bisect_right(self.times, t) - 1
-        if i > 1:  # keep segment 0: its phase formula is the unchanged walk's
-            for seq in (self.times, self.phases, self.spacings, self.depths):
-                del seq[1:i]
-
-
-class LivePath:
-    """A latent path built while it plays: every control change is an event stamped at a model sample.
-
-    target(t) = fold(base(t) + walk(t)) + sum_m value_m(t) * scale_m * direction_m
-
-    like `Keyframes`, with the walk left out (and no fold) while its depth is 0.
-    Events: `set_latent` (the whole base), `set_macro`, `ramp` (an eased glide of
-    the base and/or macros from wherever they are, over a duration: a preset
-    morph), `set_walk` (rate and depth; a rate change keeps the walk's phase, so
-    the walk does not jump). Every event is a *step* for the stream: it is known
-    only from its stamp on (`target(t, upto)` ignores events after `upto`), and
-    the stream regenerates the segments in flight at its stamp, so it is heard
-    at once. Event times must not go back. A session with only `set_latent` and
-    `set_macro` events (and the walk it started with) gives the same targets,
-    bit for bit, as `Keyframes` with the same changes as "step" keyframes.
+    A live change and a "step" keyframe are *steps* for the stream: known only
+    from their stamp on (`target(t, upto)` ignores steps after `upto`), and the
+    stream regenerates the segments in flight at their stamp, so they are heard
+    at once. Times must not go back. A live session with only `set_latent` and
+    `set_macro` changes (and the walk it started with) gives the same targets,
+    bit for bit, as its changes written as "step" keyframes.
     """
 
     def __init__(
         self,
         space: LatentSpace,
-        base: np.ndarray,
+        base: np.ndarray | None = None,
         *,
         seed: int = 0,
         walk_rate: float = 0.2,
         walk_depth: float = 0.0,
         sample_rate: int = 16000,
     ):
-        if walk_rate < 0 or walk_depth < 0:
-            raise ValueError(f"walk rate and depth must be >= 0, got rate {walk_rate}, depth {walk_depth}")
         self.latent_size = space.size
         self._space = space
-        self._base = _LiveTrack(_check_latent(base, space.size))
-        self._macros: dict[str, _LiveTrack] = {}
-        self._walk = _LiveWalk(space.size, seed, walk_rate, walk_depth, sample_rate)
+        self._base = _Track(np.zeros(space.size) if base is None else _check_latent(base, space.size))
+        self._macros: dict[str, _Track] = {}
+        self.walk = Walk(space.size, seed, walk_rate, walk_depth, sample_rate)
         self._steps: list[int] = []
         self._last = 0
 
-    def _stamp(self, t: int) -> None:
-        if t < self._last:
-            raise ValueError(f"live events must not go back in time (got sample {t} after {self._last})")
-        if t > 0 and (not self._steps or self._steps[-1] != t):
-            self._steps.append(t)
-        self._last = t
+    # -- render: built up front
 
-    def _macro_track(self, name: str) -> _LiveTrack:
-        if name not in self._space.controls:
-            known = ", ".join(self._space.controls) or "none"
-            raise ValueError(f"unknown macro {name!r} (known: {known})")
-        return self._macros.setdefault(name, _LiveTrack(0.0))
+    @classmethod
+    def fixed(cls, space: LatentSpace, seed: int = 0, latent: np.ndarray | None = None) -> "ControlPath":
+        """One latent for ever: `space.seed_latent(seed)`, or the latent given."""
+        return cls(space, space.seed_latent(seed) if latent is None else latent, seed=seed, walk_depth=0.0)
+
+    @classmethod
+    def random_walk(cls, space: LatentSpace, seed: int, rate_hz: float, depth: float, sample_rate: int) -> "ControlPath":
+        """The seed latent plus a walk seeded by the same seed, folded into range."""
+        if rate_hz <= 0 or depth <= 0:
+            raise ValueError(f"a random walk needs rate > 0 and depth > 0, got rate {rate_hz}, depth {depth}")
+        return cls(space, space.seed_latent(seed), seed=seed, walk_rate=rate_hz, walk_depth=depth, sample_rate=sample_rate)
+
+    @classmethod
+    def from_keyframes(
+        cls, space: LatentSpace, keyframes: Sequence[Keyframe] = (), base: np.ndarray | None = None, *,
+        seed: int = 0, walk_rate: float = 0.2, walk_depth: float = 0.0, sample_rate: int = 16000,
+    ) -> "ControlPath":
+        """Keyframes over `base` (default zeros), with a walk while walk_depth > 0."""
+        path = cls(space, base, seed=seed, walk_rate=walk_rate, walk_depth=walk_depth, sample_rate=sample_rate)
+        for kf in keyframes:
+            path.add_keyframe(kf)
+        return path
+
+    def add_keyframe(self, kf: Keyframe) -> None:
+        """Append a keyframe; its sample must not be earlier than any before it."""
+        if kf.curve not in CURVES:
+            raise ValueError(f"unknown curve {kf.curve!r} (one of {', '.join(CURVES)})")
+        unknown = sorted(set(kf.macros) - set(self._space.controls))
+        if unknown:
+            self._macro_track(unknown[0])  # raises, naming the macros there are
+        for name, v in kf.macros.items():
+            if not math.isfinite(float(v)):
+                raise ValueError(f"macro {name!r} is not finite")
+        z = None if kf.latent is None else _check_latent(kf.latent, self.latent_size)
+        self._stamp(kf.sample, step=kf.curve == "step")
+        if z is not None:
+            self._base.keyframe(kf.sample, z, kf.curve)
+        for name, v in kf.macros.items():
+            self._macro_track(name).keyframe(kf.sample, float(v), kf.curve)
+
+    # -- play: live changes, each a step
 
     def set_latent(self, t: int, z: np.ndarray) -> None:
         z = _check_latent(z, self.latent_size)
         self._stamp(t)
-        self._base.add(t, z)
+        self._base.change(t, z)
 
     def set_macro(self, t: int, name: str, value: float) -> None:
         track = self._macro_track(name)
         if not math.isfinite(value):
             raise ValueError(f"macro {name!r} is not finite")
         self._stamp(t)
-        track.add(t, float(value))
+        track.change(t, float(value))
 
     def ramp(self, t: int, duration: int, latent: np.ndarray | None = None, macros: Mapping[str, float] | None = None) -> None:
         """Glide the base (if `latent`) and the named macros to these values over `duration` samples from t."""
@@ -454,20 +405,22 @@ class LivePath:
         tracks = [(self._macro_track(n), float(v)) for n, v in (macros or {}).items()]
         self._stamp(t)
         if z is not None:
-            self._base.add(t, z, duration)
+            self._base.change(t, z, duration)
         for track, v in tracks:
-            track.add(t, v, duration)
+            track.change(t, v, duration)
 
     def set_walk(self, t: int, rate_hz: float, depth: float) -> None:
         if rate_hz < 0 or depth < 0 or not (math.isfinite(rate_hz) and math.isfinite(depth)):
             raise ValueError(f"walk rate and depth must be finite and >= 0, got rate {rate_hz}, depth {depth}")
         self._stamp(t)
-        self._walk.change(t, rate_hz, depth)
+        self.walk.change(t, rate_hz, depth)
+
+    # -- the path
 
     def target(self, t: int, upto: int) -> np.ndarray:
         z = self._base.value(t, upto)
-        if self._walk.depth(t, upto) > 0:
-            z = self._space.fold(z + self._walk.offset(t, upto))
+        if self.walk.depth_at(t, upto) > 0:
+            z = self._space.fold(z + self.walk.offset(t, upto))
         if self._macros:
             z = z + self._space.macro_offset({n: tr.value(t, upto) for n, tr in self._macros.items()})
         return z
@@ -476,15 +429,27 @@ class LivePath:
         return self._steps
 
     def forget_before(self, t: int) -> None:
-        """Free events that cannot matter to any target at or after sample t (a long session's memory)."""
+        """Free changes that cannot matter to any target at or after sample t (a long live session's memory)."""
         self._base.forget_before(t)
         for track in self._macros.values():
             track.forget_before(t)
-        self._walk.forget_before(t)
+        self.walk.forget_before(t)
         i = bisect.bisect_left(self._steps, t)
         if i > 1024:
             del self._steps[:i]
 
+    def _stamp(self, t: int, step: bool = True) -> None:
+        if t < self._last:
+            raise ValueError(f"events must not go back in time (got sample {t} after {self._last})")
+        if step and t > 0 and (not self._steps or self._steps[-1] != t):
+            self._steps.append(t)
+        self._last = t
+
+    def _macro_track(self, name: str) -> _Track:
+        if name not in self._space.controls:
+            known = ", ".join(self._space.controls) or "none"
+            raise ValueError(f"unknown macro {name!r} (known: {known})")
+        return self._macros.setdefault(name, _Track(0.0))
 
 class SmoothedLatent:
     """A path's latent with its jumps turned into one-pole glides, as the stream asks for it.

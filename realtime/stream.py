@@ -167,9 +167,9 @@ class SegmentStream:
 
     Not thread-safe: one thread (render's loop, or the live engine's producer)
     calls `read`/`read_into` and, between reads, adds control steps to the
-    latent path (`Keyframes.add`) stamped at or after `position`. A step stamped
-    earlier than `position` still plays, from `position`, but then a render of
-    the same timeline can no longer match.
+    latent path (`ControlPath.set_latent` and the like) stamped at or after
+    `position`. A step stamped earlier than `position` still plays, from
+    `position`, but then a render of the same timeline can no longer match.
     """
 
     def __init__(

@@ -21,12 +21,14 @@ from ganstream.realtime.engine import (
     EngineSettings,
     GainStage,
     NullOutput,
+    Timeline,
     automation_from_timeline,
     render_options,
     render_timeline,
 )
 from ganstream.realtime.inference import Generator
-from ganstream.realtime.latents import Keyframe, Keyframes, LatentSpace, LivePath, Walk
+from ganstream.realtime.events import GainChange, LatentChange, MacroChange, NoteOff, NoteOn, PresetRecall, SeedChange, Stamped, WalkChange
+from ganstream.realtime.latents import ControlPath, Keyframe, LatentSpace
 from ganstream.core.resample import PolyphaseResampler, ResampledStream
 from ganstream.realtime.ring import Ring
 from ganstream.realtime.stream import SegmentStream, StreamSettings, Trigger
@@ -125,7 +127,7 @@ def test_setters_hand_over_without_the_producer_ever_waiting(space):
         t.join()
     got = []
     while (cmd := c.pop()) is not None:
-        got.append(cmd.value[1])
+        got.append(cmd.event.value)
     assert len(got) == 400
     assert c.macros["pc1"] in got  # the mirror holds one of the values sent, never a mixture
     set_latent_dims = [threading.Thread(target=lambda i=i: c.set_latent_dim(i, 0.5)) for i in range(8)]
@@ -153,10 +155,11 @@ def test_presets_save_recall_and_morph_through_a_json_file(space, tmp_path):
     np.testing.assert_array_equal(again.latent, saved)
     assert again.macros["pc2"] == 0.75
     again.morph_preset("calm", 2.0)
-    kinds = []
+    events = []
     while (cmd := again.pop()) is not None:
-        kinds.append((cmd.kind, cmd.value[3]))
-    assert kinds == [("recall", 0.0), ("recall", 2.0)]
+        events.append(cmd.event)
+    assert [type(e) for e in events] == [PresetRecall, PresetRecall]
+    assert [(e.name, e.seconds) for e in events] == [("calm", 0.0), ("calm", 2.0)]
     # The presets file is the automation format: `ganstream render --presets` reads it.
     from ganstream.realtime.automation import load_presets
 
@@ -165,7 +168,7 @@ def test_presets_save_recall_and_morph_through_a_json_file(space, tmp_path):
 
 def test_a_morph_glides_from_where_it_is_and_a_later_change_takes_over(space):
     a, b = np.zeros(8), np.ones(8) * 0.5
-    path = LivePath(space, a, sample_rate=SR)
+    path = ControlPath(space, a, sample_rate=SR)
     path.ramp(1000, 2000, latent=b, macros={"pc1": 1.0})
     np.testing.assert_array_equal(path.target(999, 999), a)
     mid = path.target(2000, 2000) - space.macro_offset({"pc1": 0.5})
@@ -177,8 +180,7 @@ def test_a_morph_glides_from_where_it_is_and_a_later_change_takes_over(space):
 
 def test_a_step_only_live_path_equals_keyframes_bit_for_bit(space):
     base = space.seed_latent(4)
-    walk = Walk(8, 4, 2.0, 0.3, SR)
-    live = LivePath(space, base, seed=4, walk_rate=2.0, walk_depth=0.3, sample_rate=SR)
+    live = ControlPath(space, base, seed=4, walk_rate=2.0, walk_depth=0.3, sample_rate=SR)
     frames = []
     rng = np.random.default_rng(0)
     for t in range(500, 20000, 700):
@@ -186,7 +188,7 @@ def test_a_step_only_live_path_equals_keyframes_bit_for_bit(space):
         live.set_latent(t, z)
         live.set_macro(t, "pc2", float(rng.uniform(-1, 1)))
         frames.append(Keyframe(t, z, {"pc2": live._macros["pc2"].goals[-1]}, "step"))
-    kf = Keyframes(space, frames, base=base, walk=walk)
+    kf = ControlPath.from_keyframes(space, frames, base=base, seed=4, walk_rate=2.0, walk_depth=0.3, sample_rate=SR)
     for t in range(0, 21000, 97):
         for upto in (t, t - 50):
             np.testing.assert_array_equal(live.target(t, upto), kf.target(t, upto))
@@ -276,7 +278,7 @@ def test_trigger_voices_velocity_polyphony_and_stealing(space):
     s = StreamSettings(mode="trigger", polyphony=2, control_crossfade_s=0.002, fade_in_s=0.0)
     x = 32  # fade samples
     triggers = [Trigger(1000, 0.5, 60), Trigger(1200, 1.0, 62), Trigger(1400, 0.25, 64)]
-    stream = SegmentStream(Constant(), LivePath(space, np.zeros(8), sample_rate=SR), s, triggers=triggers)
+    stream = SegmentStream(Constant(), ControlPath(space, np.zeros(8), sample_rate=SR), s, triggers=triggers)
     y = stream.read(4000)
     assert np.all(y[:1000] == 0.0)  # silence before the first note
     assert y[1000] < 0.05 and np.all(np.diff(y[1000 : 1000 + x]) > 0)  # a ramp in, no click
@@ -294,7 +296,7 @@ def test_note_off_releases_only_when_asked(space):
     def run(note_off):
         s = StreamSettings(mode="trigger", polyphony=4, note_off=note_off, fade_in_s=0.0)
         tr = [Trigger(100, 1.0, 60), Trigger(300, 0.0, 60, off=True)]
-        return SegmentStream(Constant(), LivePath(space, np.zeros(8), sample_rate=SR), s, triggers=tr).read(1200)
+        return SegmentStream(Constant(), ControlPath(space, np.zeros(8), sample_rate=SR), s, triggers=tr).read(1200)
 
     assert run(False)[600] == pytest.approx(1.0)  # one-shot: plays on
     released = run(True)
@@ -323,7 +325,7 @@ def test_live_output_equals_the_render_of_its_timeline(bundle, generator, space,
     n = min(engine.ring.read_position, len(out.captured))
     assert n > OUT
     timeline = engine.timeline()
-    kinds = {e["kind"] for e in timeline.events}
+    kinds = {e.event.kind for e in timeline.events}
     assert {"macro", "latent", "gain", "walk", "recall"} <= kinds
     assert ("trigger" in kinds) == (mode == "trigger")
     offline = render_timeline(generator, space, timeline, n)
@@ -405,7 +407,7 @@ def test_a_failing_generator_stops_the_producer_and_says_why(bundle, generator):
             raise RuntimeError("out of memory")
 
     engine = make_engine(bundle, Slow(generator, 0.0))
-    engine.generator = engine.stream.generator = Broken(generator, 0.0)
+    engine.generator = engine.chain.stream.generator = Broken(generator, 0.0)
     out = NullOutput(engine.ring, OUT, 256)
     with pytest.raises(RuntimeError, match="out of memory"):
         engine.start(out)
@@ -440,3 +442,147 @@ def test_bench_measures_every_mode(bundle, tmp_path, capsys):
     assert all(r["rtf"] > 1 for r in doc["rtf"].values())
     assert doc["latency"]["count"] > 10
     assert "real-time factor" in capsys.readouterr().err
+
+
+# -- the play session ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def null_device(monkeypatch):
+    """`play` on NullOutput instead of a sound card: the whole command runs, at real-time pace."""
+    from ganstream.realtime import audio
+
+    monkeypatch.setattr(audio, "AudioOutput", lambda ring, sr, device=None, blocksize=256, latency="low": NullOutput(ring, sr, blocksize))
+
+
+def test_play_runs_a_session_and_writes_its_record_and_stats(bundle, generator, space, null_device, tmp_path, capsys):
+    record, stats = tmp_path / "timeline.json", tmp_path / "stats.json"
+    argv = [str(bundle.source), "--provider", "cpu", "--threads", "1", "--no-realtime", "--osc-port", "0", "--seconds",
+            "0.6", "--quiet", "--record", str(record), "--stats", str(stats)]
+    assert play_main(argv) == 0
+    err = capsys.readouterr().err
+    assert "; OSC on 127.0.0.1:" in err and "ganstream play: done after" in err
+    st = json.loads(stats.read_text())
+    assert st["error"] is None and st["stuck"] == [] and st["position_s"] > 0.3
+    assert st["osc"] == {"received": 0, "messages": 0, "applied": 0, "refused": 0, "malformed": 0} and st["midi"] is None
+    timeline = Timeline.from_dict(json.loads(record.read_text()))
+    assert timeline.seed == 0 and timeline.events == []
+
+
+@pytest.mark.parametrize("fail_after", [0, 6])  # while the ring fills, and while it plays
+def test_a_producer_failure_during_play_is_an_internal_error(bundle, null_device, monkeypatch, tmp_path, capsys, fail_after):
+    from ganstream.realtime import inference
+
+    class Failing(inference.Generator):
+        calls = 0
+
+        def generate_into(self, z, out):
+            Failing.calls += 1
+            if Failing.calls > fail_after:
+                raise RuntimeError("device lost")
+            return super().generate_into(z, out)
+
+    monkeypatch.setattr(inference, "Generator", Failing)
+    stats = tmp_path / "stats.json"
+    argv = [str(bundle.source), "--provider", "cpu", "--no-osc", "--no-realtime", "--seconds", "5", "--stats", str(stats)]
+    t0 = time.monotonic()
+    assert play_main(argv) == 1  # not the user's to fix: 1, not 2
+    assert time.monotonic() - t0 < 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "ganstream play: error: the audio producer stopped: device lost"
+    assert "device lost" in json.loads(stats.read_text())["error"]
+
+
+class Part:
+    """An OSC server or MIDI input stand-in that notes when it is stopped, or never returns from stop()."""
+
+    def __init__(self, name, log, hang=False):
+        self.name, self.log, self.hang = name, log, hang
+        self.release = threading.Event()
+
+    def stop(self):
+        self.log.append(self.name)
+        if self.hang:
+            self.release.wait()
+
+
+def test_a_session_stops_the_audio_before_midi_and_never_hangs_on_a_part(bundle, generator, tmp_path):
+    from ganstream.realtime.session import Session
+
+    engine = make_engine(bundle, generator)
+    log: list[str] = []
+    session = Session(engine, output=NullOutput(engine.ring, OUT, 256), out=open(tmp_path / "log", "w"), stop_timeout_s=0.5)
+    session.open()
+    stop_engine = engine.stop
+    engine.stop = lambda: (log.append("engine"), stop_engine())
+    session.osc = Part("OSC", log, hang=True)  # e.g. a server whose thread never ends
+    session.midi = Part("MIDI", log)
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    session.close()
+    took = time.monotonic() - t0
+    session.osc.release.set()
+    # MIDI last: closing a JACK MIDI client keeps the GIL until JACK's next cycle, which waits for the
+    # audio callback, which waits for the GIL (realtime/session.py).
+    assert log == ["OSC", "engine", "MIDI"]
+    assert session.stuck == ["OSC"] and 0.5 <= took < 2.0
+    assert not engine.running and session.final_status["running"]
+    session.close()  # a second close does nothing
+    assert log == ["OSC", "engine", "MIDI"]
+
+
+def test_low_latency_help_says_what_the_option_does():
+    from ganstream.realtime.cli import _play_parser, engine_settings
+    from ganstream.realtime.engine import LOW_LATENCY
+
+    parser = _play_parser()
+    plain = engine_settings(parser.parse_args([]))
+    low = engine_settings(parser.parse_args(["--low-latency"]))
+    assert plain == EngineSettings(realtime_priority=True)
+    for key, value in LOW_LATENCY.items():
+        assert getattr(low, key) == value != getattr(plain, key)
+    assert low.chunk_s == plain.chunk_s == 0.002  # the producer keeps its 2 ms steps
+    text = next(a.help for a in parser._actions if "--low-latency" in a.option_strings)
+    assert "producer steps stay 2 ms" in text and "1 ms" not in text
+    assert "a 2 ms margin (default 5)" in text and "safety factor 1.25 (1.5)" in text and "start-up margin 10 ms (20)" in text
+
+
+def test_timeline_files_written_before_typed_events_still_load_and_round_trip():
+    from ganstream.realtime.events import stamped_from_json
+
+    old = {  # as `play --record` wrote it when events were dicts
+        "model_rate": SR, "output_rate": OUT, "seed": 3, "latent": [0.0] * 8, "walk_rate": 0.2, "walk_depth": 0.0,
+        "gain": 1.0, "stream": {"mode": "trigger"}, "engine": {"blocksize": 256},
+        "events": [
+            {"sample": 10, "kind": "latent", "latent": [0.5] * 8},
+            {"sample": 10, "kind": "latent", "latent": [0.25] * 8, "seed": 7},
+            {"sample": 20, "kind": "macro", "name": "pc1", "value": -0.5},
+            {"sample": 30, "kind": "recall", "preset": "calm", "latent": None, "macros": {"pc2": 0.5}, "samples": 4800},
+            {"sample": 40, "kind": "walk", "rate": 1.5, "depth": 0.2},
+            {"sample": 50, "kind": "gain", "gain": 0.7},
+            {"sample": 60, "kind": "trigger", "velocity": 0.5, "note": None},
+            {"sample": 70, "kind": "note_off", "note": 61},
+        ],
+    }
+    timeline = Timeline.from_dict(json.loads(json.dumps(old)))
+    assert [e.event for e in timeline.events] == [
+        LatentChange(np.full(8, 0.5)), SeedChange(7, np.full(8, 0.25)), MacroChange("pc1", -0.5),
+        PresetRecall("calm", None, {"pc2": 0.5}, 0.3), WalkChange(1.5, 0.2), GainChange(0.7), NoteOn(0.5, None),
+        NoteOff(61),
+    ]
+    assert timeline.events[3] == Stamped(30, PresetRecall("calm", None, {"pc2": 0.5}, 4800 / SR))
+    assert timeline.events[0] != Stamped(10, LatentChange(np.full(8, 0.25)))  # equality looks at the latent
+    assert timeline.to_dict() == old  # written back exactly as read
+    with pytest.raises(ValueError, match="unknown timeline event 'tempo'"):
+        stamped_from_json({"sample": 0, "kind": "tempo"}, SR)
+
+
+def test_an_internal_failure_exits_1_and_a_user_error_2(bundle, monkeypatch, tmp_path, capsys):
+    from ganstream.realtime import cli
+
+    args = [str(bundle.source), "-o", str(tmp_path / "x.wav"), "--seconds", "0.1", "--provider", "cpu"]
+    assert render_main([*args[:2], str(tmp_path / "no" / "x.wav"), *args[3:]]) == 2
+    monkeypatch.setattr(cli, "write_audio", lambda *a, **k: 1 / 0)
+    assert render_main(args) == 1
+    err = capsys.readouterr().err
+    assert "ZeroDivisionError" in err and err.strip().endswith("ganstream render: internal error (the traceback is above)")

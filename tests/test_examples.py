@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from test_osc import Peer
 
-from ganstream.realtime import control as ctl
+from ganstream.realtime import events as ev
 from ganstream.realtime.control import Controls
 from ganstream.realtime.latents import LatentSpace
 from ganstream.realtime.osc import OscServer
@@ -244,12 +244,15 @@ def test_the_pd_patch_drives_the_engine(tmp_path):
     cmds = []
     while (cmd := c.pop()) is not None:
         cmds.append(cmd)
-    kinds = [cmd.kind for cmd in cmds]
-    assert kinds == [ctl.MACRO] * len(MACROS) + [ctl.GAIN, ctl.WALK, ctl.WALK, ctl.SEED, ctl.TRIGGER, ctl.RECALL, ctl.RECALL]
-    assert {cmd.value[0]: cmd.value[1] for cmd in cmds[: len(MACROS)]} == pytest.approx({m: values[f"/ganstream/macro/{m}"] for m in MACROS})
+    events = [cmd.event for cmd in cmds]
+    kinds = [type(e) for e in events]
+    assert kinds == [ev.MacroChange] * len(MACROS) + [
+        ev.GainChange, ev.WalkChange, ev.WalkChange, ev.SeedChange, ev.NoteOn, ev.PresetRecall, ev.PresetRecall
+    ]
+    assert {e.name: e.value for e in events[: len(MACROS)]} == pytest.approx({m: values[f"/ganstream/macro/{m}"] for m in MACROS})
     assert c.gain == pytest.approx(0.25) and c.walk == pytest.approx((1.5, 0.75)) and c.seed == 42
-    assert cmds[len(MACROS) + 4].value == (1.0, None)
-    assert c.presets == ("calm",) and cmds[-1].value[3] == pytest.approx(4.0)
+    assert events[len(MACROS) + 4] == ev.NoteOn(1.0, None)
+    assert c.presets == ("calm",) and events[-1].seconds == pytest.approx(4.0)
     # the replies came back to netsend's right outlet and were printed by [print ganstream]
     assert "ganstream: learned macro/pc1 21 -1" in output, output
     assert "ganstream: learn saved map.yaml" in output, output

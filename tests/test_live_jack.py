@@ -26,6 +26,7 @@ from jack_fixtures import RATE
 
 from ganstream.realtime.cli import render_main
 from ganstream.realtime.engine import Timeline, automation_from_timeline, render_options
+from ganstream.realtime.events import LatentChange
 from ganstream.realtime.midi_map import load_midi_map
 
 jack = pytest.importorskip("jack", reason="JACK-Client is not installed (pip install JACK-Client; the test extra has it)")
@@ -157,6 +158,7 @@ def test_engine_plays_through_jack_under_control_traffic(jack_server, tmp_path):
     played = stats["position_s"]
     assert played >= 20.0, out
     assert stats["error"] is None
+    assert stats["stuck"] == [], out  # OSC, the engine and MIDI each stopped within their deadline
     t0 = stats["first_sound_monotonic"]
 
     def jack_log(a: float, b: float) -> list[str]:  # the server's xrun lines, in seconds of the engine's audio
@@ -243,8 +245,11 @@ def test_engine_plays_through_jack_under_control_traffic(jack_server, tmp_path):
 
     # Not silent, and it changes after the big control change (stamped in the timeline).
     assert np.sqrt(np.mean(live**2)) > 0.02
-    big = next(e for e in timeline.events if e["kind"] == "latent" and e["latent"][:3] == expected["latent"][:3])
-    q = big["sample"] * RATE // MODEL_RATE // period  # the engine block it starts in
+    big = next(
+        e for e in timeline.events
+        if isinstance(e.event, LatentChange) and e.event.latent[:3].tolist() == expected["latent"][:3]
+    )
+    q = big.sample * RATE // MODEL_RATE // period  # the engine block it starts in
     got = set(matched)
     w = RATE // 4 // period  # quarter-second windows
     settle = RATE // 10 // period  # the change's glide (latent smoothing 50 ms)

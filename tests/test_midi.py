@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import rtmidi
 
-from ganstream.realtime import control as ctl
+from ganstream.realtime import events as ev
 from ganstream.realtime.control import Controls
 from ganstream.realtime.latents import LatentSpace
 from ganstream.realtime.midi import MidiError, MidiInput, learn_interactively, list_midi_inputs, match_port, open_midi_api
@@ -157,8 +157,8 @@ def test_cc_through_the_map(jack_server, controls):
         want[3] = -2 + 4 * ((100 << 7) | 37) / 16383
         np.testing.assert_allclose(controls.latent, want)
         assert midi.ignored == 1 and midi.refused == 0  # CC 99 is not mapped
-        kinds = [c.kind for c in drained(controls)]
-        assert kinds == [ctl.MACRO, ctl.WALK, ctl.WALK, ctl.LATENT, ctl.LATENT]  # MSB alone, then MSB+LSB
+        kinds = [type(c.event) for c in drained(controls)]
+        assert kinds == [ev.MacroChange, ev.WalkChange, ev.WalkChange, ev.LatentChange, ev.LatentChange]  # MSB alone, then MSB+LSB
 
 
 def test_14_bit_msb_alone_clears_the_lsb(jack_server, controls):
@@ -212,11 +212,11 @@ def test_notes_trigger_and_release(jack_server, controls):
         out.send(mido.Message("note_on", note=62, velocity=0))  # a note off by running status habit
         settle(midi, out, 4)
         cmds = drained(controls)
-        assert [(c.kind, c.value) for c in cmds] == [
-            (ctl.TRIGGER, (1.0, 60)),
-            (ctl.TRIGGER, (pytest.approx(64 / 127), 62)),
-            (ctl.NOTE_OFF, 60),
-            (ctl.NOTE_OFF, 62),
+        assert [c.event for c in cmds] == [
+            ev.NoteOn(1.0, 60),
+            ev.NoteOn(pytest.approx(64 / 127), 62),
+            ev.NoteOff(60),
+            ev.NoteOff(62),
         ]
 
 
@@ -235,7 +235,7 @@ def test_program_change_recalls_the_nth_preset_and_a_cc_can_recall_one(jack_serv
         out.send(cc(64, 10))
         out.send(cc(64, 64))  # crosses again
         settle(midi, out, 7)
-        recalls = [c.value[0] for c in drained(controls) if c.kind == ctl.RECALL]
+        recalls = [c.event.name for c in drained(controls) if isinstance(c.event, ev.PresetRecall)]
         assert recalls == ["storm", "calm", "calm"]
         assert midi.ignored == 1
 
@@ -246,7 +246,7 @@ def test_seed_cc_reseeds_only_when_the_seed_changes(jack_server, controls):
         for v in (10, 10, 11, 11, 12):
             out.send(cc(73, v))
         settle(midi, out, 5)
-        seeds = [c.value[0] for c in drained(controls) if c.kind == ctl.SEED]
+        seeds = [c.event.seed for c in drained(controls) if isinstance(c.event, ev.SeedChange)]
         assert seeds == [10, 11, 12] and controls.seed == 12
 
 

@@ -20,7 +20,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_server import ThreadingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
 
-from ganstream.realtime import control as ctl
+from ganstream.realtime import events as ev
 from ganstream.realtime.control import Controls
 from ganstream.realtime.latents import LatentSpace
 from ganstream.realtime.osc import OscServer, _status_args
@@ -155,8 +155,8 @@ def test_every_address_is_applied(server, peer, controls):
     assert controls.macros["pc2"] == pytest.approx(-0.5)
     assert controls.gain == pytest.approx(0.7)
     assert controls.walk == pytest.approx((1.5, 0.3))
-    kinds = [c.kind for c in commands(controls)]
-    assert kinds == [ctl.LATENT, ctl.LATENT, ctl.MACRO, ctl.GAIN, ctl.WALK, ctl.WALK]
+    kinds = [type(c.event) for c in commands(controls)]
+    assert kinds == [ev.LatentChange, ev.LatentChange, ev.MacroChange, ev.GainChange, ev.WalkChange, ev.WalkChange]
 
     peer.send("/ganstream/walk", 0.5, 0.1)
     peer.send("/ganstream/seed", 42)
@@ -175,12 +175,15 @@ def test_every_address_is_applied(server, peer, controls):
     assert controls.presets == ("calm",)
     np.testing.assert_allclose(controls.latent, controls.space.seed_latent(42))  # the recalled preset
     cmds = commands(controls)
-    assert [c.kind for c in cmds] == [ctl.WALK, ctl.SEED, ctl.SEED, ctl.RECALL, ctl.RECALL] + [ctl.TRIGGER] * 4 + [ctl.NOTE_OFF]
-    assert cmds[1].value[0] == 42
-    assert cmds[3].value[0] == "calm" and cmds[3].value[3] == 0.0
-    assert cmds[4].value[3] == pytest.approx(2.5)
-    assert [c.value for c in cmds[5:9]] == [(1.0, None), (0.5, None), (0.25, 60), (0.25, 61)]
-    assert cmds[9].value == 60
+    events = [c.event for c in cmds]
+    assert [type(e) for e in events] == (
+        [ev.WalkChange, ev.SeedChange, ev.SeedChange, ev.PresetRecall, ev.PresetRecall] + [ev.NoteOn] * 4 + [ev.NoteOff]
+    )
+    assert events[1].seed == 42
+    assert events[3].name == "calm" and events[3].seconds == 0.0
+    assert events[4].seconds == pytest.approx(2.5)
+    assert events[5:9] == [ev.NoteOn(1.0, None), ev.NoteOn(0.5, None), ev.NoteOn(0.25, 60), ev.NoteOn(0.25, 61)]
+    assert events[9] == ev.NoteOff(60)
     assert (controls.presets_path).exists()  # saved to the presets file
     assert server.refused == 0 and server.malformed == 0
     assert peer.drain() == []  # nothing but the status replies

@@ -7,15 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ganstream.realtime.latents import (
-    FixedLatent,
-    Keyframe,
-    Keyframes,
-    LatentSpace,
-    RandomWalk,
-    SmoothedLatent,
-    Walk,
-)
+from ganstream.realtime.latents import ControlPath, Keyframe, LatentSpace, SmoothedLatent
 from ganstream.core.resample import ResampledStream
 from ganstream.realtime.stream import SegmentStream, StreamSettings
 
@@ -82,9 +74,9 @@ def read_blocks(stream, total, blocks):
 
 def paths():
     return {
-        "fixed": lambda: FixedLatent(SPACE, 3),
-        "walk": lambda: RandomWalk(SPACE, 3, rate_hz=4.0, depth=0.5, sample_rate=SR),
-        "keyframes": lambda: Keyframes(
+        "fixed": lambda: ControlPath.fixed(SPACE, 3),
+        "walk": lambda: ControlPath.random_walk(SPACE, 3, rate_hz=4.0, depth=0.5, sample_rate=SR),
+        "keyframes": lambda: ControlPath.from_keyframes(
             SPACE,
             [
                 Keyframe(5000, latent=np.full(D, 0.5), curve="step"),
@@ -93,7 +85,7 @@ def paths():
                 Keyframe(15000, macros={"bright": 0.0}, curve="linear"),
             ],
             base=SPACE.seed_latent(3),
-            walk=Walk(D, 3, 3.0, 0.3, SR),
+            seed=3, walk_rate=3.0, walk_depth=0.3, sample_rate=SR,
         ),
     }
 
@@ -129,7 +121,7 @@ def test_crossfade_mode_matches_a_hand_computed_join():
     s0, s1, s2 = rng.uniform(-1, 1, (3, N)).astype(np.float32)
     c = 200
     h = N - c
-    stream = SegmentStream(TableFake([s0, s1, s2]), FixedLatent(SPACE, 0), StreamSettings(crossfade=c, fade_in_s=0))
+    stream = SegmentStream(TableFake([s0, s1, s2]), ControlPath.fixed(SPACE, 0), StreamSettings(crossfade=c, fade_in_s=0))
     out = stream.read(2 * h)
     theta = 0.5 * np.pi * (np.arange(c) + 0.5) / c
     ref = np.concatenate([s0[:h], s0[h:] * np.cos(theta) + s1[:c] * np.sin(theta), s1[c:h]])
@@ -141,8 +133,8 @@ def test_crossfade_is_equal_power():
     ones, zeros = np.ones(N, np.float32), np.zeros(N, np.float32)
     settings = StreamSettings(crossfade=c, fade_in_s=0)
     h = N - c
-    fade_out = SegmentStream(TableFake([ones, zeros]), FixedLatent(SPACE, 0), settings).read(h + c)[h:]
-    fade_in = SegmentStream(TableFake([zeros, ones]), FixedLatent(SPACE, 0), settings).read(h + c)[h:]
+    fade_out = SegmentStream(TableFake([ones, zeros]), ControlPath.fixed(SPACE, 0), settings).read(h + c)[h:]
+    fade_in = SegmentStream(TableFake([zeros, ones]), ControlPath.fixed(SPACE, 0), settings).read(h + c)[h:]
     np.testing.assert_allclose(fade_in**2 + fade_out**2, 1.0, atol=1e-6)
     assert np.all(np.diff(fade_in) > 0) and np.all(np.diff(fade_out) < 0)
     np.testing.assert_allclose(fade_in, np.sin(0.5 * np.pi * (np.arange(c) + 0.5) / c), atol=1e-6)
@@ -152,18 +144,18 @@ def test_crossfade_is_equal_power():
 def test_texture_windows_sum_to_one(overlap):
     """A constant generator gives a constant stream once the start fade-in is over (COLA)."""
     settings = StreamSettings(mode="texture", texture_overlap=overlap, fade_in_s=0.002)
-    out = SegmentStream(TableFake([np.full(N, 0.5)]), FixedLatent(SPACE, 0), settings).read(10 * N)
+    out = SegmentStream(TableFake([np.full(N, 0.5)]), ControlPath.fixed(SPACE, 0), settings).read(10 * N)
     np.testing.assert_allclose(out[32:], 0.5, atol=1e-6)
     assert out[0] < 0.01  # the stream fades in rather than starting with a step
 
 
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="crossfade"):
-        SegmentStream(HarmonicFake(), FixedLatent(SPACE), StreamSettings(crossfade=N // 2 + 1))
+        SegmentStream(HarmonicFake(), ControlPath.fixed(SPACE), StreamSettings(crossfade=N // 2 + 1))
     with pytest.raises(ValueError, match="texture_overlap"):
-        SegmentStream(HarmonicFake(), FixedLatent(SPACE), StreamSettings(mode="texture", texture_overlap=3))
+        SegmentStream(HarmonicFake(), ControlPath.fixed(SPACE), StreamSettings(mode="texture", texture_overlap=3))
     with pytest.raises(ValueError, match="mode"):
-        SegmentStream(HarmonicFake(), FixedLatent(SPACE), StreamSettings(mode="loop"))
+        SegmentStream(HarmonicFake(), ControlPath.fixed(SPACE), StreamSettings(mode="loop"))
 
 
 def max_jump_ratio(x: np.ndarray, positions, width: int) -> float:
@@ -182,7 +174,7 @@ def max_jump_ratio(x: np.ndarray, positions, width: int) -> float:
 
 def test_joins_have_no_clicks_and_hard_joins_would():
     """The join test's detector: crossfaded joins look like the rest, hard cuts stand out."""
-    path = lambda: RandomWalk(SPACE, 1, rate_hz=8.0, depth=1.0, sample_rate=SR)  # noqa: E731
+    path = lambda: ControlPath.random_walk(SPACE, 1, rate_hz=8.0, depth=1.0, sample_rate=SR)  # noqa: E731
     smooth = SegmentStream(HarmonicFake(), path(), StreamSettings(crossfade=128))
     hard = SegmentStream(HarmonicFake(), path(), StreamSettings(crossfade=0))
     x, y = smooth.read(40 * N), hard.read(40 * N)
@@ -194,9 +186,9 @@ def test_joins_have_no_clicks_and_hard_joins_would():
 
 
 def test_random_walk_is_deterministic_bounded_and_smooth():
-    a = RandomWalk(SPACE, 5, rate_hz=2.0, depth=0.3, sample_rate=SR)
-    b = RandomWalk(SPACE, 5, rate_hz=2.0, depth=0.3, sample_rate=SR)
-    c = RandomWalk(SPACE, 6, rate_hz=2.0, depth=0.3, sample_rate=SR)
+    a = ControlPath.random_walk(SPACE, 5, rate_hz=2.0, depth=0.3, sample_rate=SR)
+    b = ControlPath.random_walk(SPACE, 5, rate_hz=2.0, depth=0.3, sample_rate=SR)
+    c = ControlPath.random_walk(SPACE, 6, rate_hz=2.0, depth=0.3, sample_rate=SR)
     ts = np.arange(0, 20 * SR, 997)
     za = np.array([a.target(t, t) for t in ts])
     np.testing.assert_array_equal(za, [b.target(t, t) for t in reversed(ts)][::-1])  # any order
@@ -210,7 +202,7 @@ def test_random_walk_is_deterministic_bounded_and_smooth():
 
 def test_keyframes_interpolate_per_track():
     base = np.zeros(D)
-    kf = Keyframes(
+    kf = ControlPath.from_keyframes(
         SPACE,
         [
             Keyframe(1000, latent=np.ones(D)),  # linear from the default at 0
@@ -230,11 +222,11 @@ def test_keyframes_interpolate_per_track():
     np.testing.assert_allclose(kf.target(3500, 2999)[1:], 1.0)  # a step not yet happened is not seen
     assert list(kf.step_times()) == [3000]
     with pytest.raises(ValueError, match="unknown macro 'brite'.*bright, dark"):
-        kf.add(Keyframe(4000, macros={"brite": 1.0}))
+        kf.add_keyframe(Keyframe(4000, macros={"brite": 1.0}))
 
 
 def test_jumps_become_one_pole_glides():
-    kf = Keyframes(SPACE, [Keyframe(4000, latent=np.ones(D), curve="step")], base=np.zeros(D))
+    kf = ControlPath.from_keyframes(SPACE, [Keyframe(4000, latent=np.ones(D), curve="step")], base=np.zeros(D))
     tau = 800
     sm = SmoothedLatent(kf, tau)
     z = np.array([sm.latent(t) for t in range(3000, 9000)])
@@ -246,7 +238,7 @@ def test_jumps_become_one_pole_glides():
 def test_latents_used_by_the_stream_never_jump():
     """Each generator call's latents differ from the last call's by at most the first glide step."""
     fake = HarmonicFake()
-    kf = Keyframes(
+    kf = ControlPath.from_keyframes(
         SPACE,
         [Keyframe(3000, latent=np.full(D, 0.8), curve="step"), Keyframe(9000, latent=np.full(D, -0.8), curve="step")],
         base=np.zeros(D),
@@ -266,10 +258,10 @@ def test_latents_used_by_the_stream_never_jump():
 
 
 def control_stream(change_at=None, live=False, **settings):
-    kf = Keyframes(SPACE, [], base=SPACE.seed_latent(2), walk=Walk(D, 2, 2.0, 0.3, SR))
+    kf = ControlPath.from_keyframes(SPACE, [], base=SPACE.seed_latent(2), seed=2, walk_rate=2.0, walk_depth=0.3, sample_rate=SR)
     frame = Keyframe(change_at, SPACE.seed_latent(9), {"bright": 1.5, "dark": -1.0}, "step") if change_at else None
     if frame and not live:
-        kf.add(frame)
+        kf.add_keyframe(frame)
     return SegmentStream(HarmonicFake(), kf, StreamSettings(**{"crossfade": 128, **settings})), kf, frame
 
 
@@ -295,7 +287,7 @@ def test_a_live_change_matches_the_same_change_known_in_advance(mode):
     expected = read_blocks(ahead, 16000, [333])
     live, kf, frame = control_stream(t_change, live=True, mode=mode)
     got = [live.read(t_change)]  # up to the change...
-    kf.add(frame)  # ...which arrives stamped with the current position
+    kf.add_keyframe(frame)  # ...which arrives stamped with the current position
     got.append(read_blocks(live, 16000 - t_change, BLOCKS))
     np.testing.assert_array_equal(np.concatenate(got), expected)
 
@@ -309,7 +301,7 @@ def test_control_crossfade_prevents_a_click():
 
 
 def test_steps_closer_than_the_control_period_share_regenerations():
-    kf = Keyframes(SPACE, [Keyframe(3000 + 10 * i, macros={"bright": i / 10}, curve="step") for i in range(10)])
+    kf = ControlPath.from_keyframes(SPACE, [Keyframe(3000 + 10 * i, macros={"bright": i / 10}, curve="step") for i in range(10)])
     stream = SegmentStream(HarmonicFake(), kf, StreamSettings(crossfade=128, control_period_s=0.02))
     stream.read(8000)
     # one glide, regenerated every 20 ms while it lasts, not ten
