@@ -20,7 +20,7 @@ import numpy as np
 from scipy import linalg
 from scipy.special import ndtri
 
-from ganstream.core.spectral import mel_filters
+from ganstream.core.spectral import SpectralParams, mel_filters, stft
 
 
 class Metric(NamedTuple):
@@ -50,10 +50,12 @@ METRICS: dict[str, Metric] = {
 
 
 def power_spectrogram(audio: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
-    """(N, T) -> (N, frames, n_fft // 2 + 1) power of Hann-windowed frames (no padding)."""
+    """(N, T) -> (N, T // hop, n_fft // 2 + 1) float32 power of the shared front end's STFT
+    (core/spectral.py: periodic Hann, centred frames), so the metrics see audio framed as the
+    spectral models and the engine do."""
     audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
-    frames = np.lib.stride_tricks.sliding_window_view(audio, n_fft, axis=1)[:, ::hop]
-    return np.abs(np.fft.rfft(frames * np.hanning(n_fft).astype(np.float32), axis=-1)) ** 2
+    spec = stft(audio, SpectralParams(n_fft=n_fft, hop=hop))
+    return np.swapaxes(np.square(np.abs(spec)), -1, -2)
 
 
 def log_mel(audio: np.ndarray, sample_rate: int, n_fft: int = 1024, hop: int = 256, n_mels: int = 64) -> np.ndarray:

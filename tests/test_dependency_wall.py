@@ -1,6 +1,14 @@
-"""The live engine's dependency wall: nothing in realtime/ may need torch, librosa, onnx or the
-training and export packages, so a performer's machine runs bundles with numpy and onnxruntime
-alone. Every module under realtime/ is covered, including ones added later."""
+"""The dependency walls between the layers, each backed by a test.
+
+- core/ (`ganstream.core`: the shared DSP and the bundle schema) sits under everything and needs
+  numpy and soxr only.
+- realtime/ needs core/, numpy and onnxruntime: never torch, librosa, onnx or the training,
+  evaluation and export packages, so a performer's machine runs bundles without a training stack.
+- training/ may use core/ and torch, never realtime/, export/ or evaluation/ (the `train` command
+  passes the evaluator in, see cli/train.py).
+
+Every module of each layer is covered, including ones added later.
+"""
 
 from __future__ import annotations
 
@@ -14,25 +22,37 @@ import onnxruntime as ort
 import pytest
 from bundle_factory import make_bundle
 
-REALTIME = Path(__file__).resolve().parents[1] / "realtime"
+ROOT = Path(__file__).resolve().parents[1]
+REALTIME = ROOT / "realtime"
 PACKAGE = "ganstream.realtime"
-# Top-level names and ganstream subpackages realtime/ must never import. `training` and
-# `export` are the repo folders' own names, importable when the repo root is on sys.path.
-FORBIDDEN = ("torch", "librosa", "onnx", "ganstream.training", "ganstream.export", "training", "export")
+# `training` and `export` are the repo folders' own names, importable when the repo root is on sys.path.
+_APP = ("ganstream.training", "ganstream.export", "ganstream.evaluation", "training", "export", "evaluation")
+FORBIDDEN = ("torch", "librosa", "onnx", *_APP)
+# Each layer: (folder, package, what it may never import).
+LAYERS = {
+    "core": (ROOT / "core", "ganstream.core", ("torch", "librosa", "onnx", "onnxruntime", "scipy", "ganstream.realtime", "realtime", *_APP)),
+    "realtime": (REALTIME, PACKAGE, FORBIDDEN),
+    "training": (ROOT / "training", "ganstream.training",
+                 ("onnxruntime", "onnx", "ganstream.realtime", "ganstream.export", "ganstream.evaluation", "realtime", "export", "evaluation")),
+}
 
 
-def realtime_modules() -> list[str]:
+def layer_modules(folder: Path, package: str) -> list[str]:
     names = []
-    for file in sorted(REALTIME.rglob("*.py")):
-        parts = file.relative_to(REALTIME).with_suffix("").parts
+    for file in sorted(folder.rglob("*.py")):
+        parts = file.relative_to(folder).with_suffix("").parts
         if parts[-1] == "__init__":
             parts = parts[:-1]
-        names.append(".".join((PACKAGE, *parts)))
+        names.append(".".join((package, *parts)))
     return names
 
 
-def forbidden(module: str) -> bool:
-    return any(module == f or module.startswith(f + ".") for f in FORBIDDEN)
+def realtime_modules() -> list[str]:
+    return layer_modules(REALTIME, PACKAGE)
+
+
+def forbidden(module: str, banned: tuple[str, ...] = FORBIDDEN) -> bool:
+    return any(module == f or module.startswith(f + ".") for f in banned)
 
 
 def _run(code: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -53,31 +73,36 @@ print(json.dumps({"failed": failed, "loaded": loaded}))
 """
 
 
-def test_every_realtime_module_imports_with_the_training_stack_blocked(tmp_path):
-    names = realtime_modules()
-    assert {PACKAGE, f"{PACKAGE}.bundle", f"{PACKAGE}.inference"} <= set(names)
-    block = "".join(f"sys.modules[{m!r}] = None\n" for m in FORBIDDEN if m not in ("training", "export"))
-    code = f"import sys\n{block}NAMES = {names!r}\nFORBIDDEN = {FORBIDDEN!r}\n{IMPORT_ALL}"
+@pytest.mark.parametrize("layer", ["core", "realtime"])
+def test_every_module_imports_with_the_training_stack_blocked(layer, tmp_path):
+    folder, package, banned = LAYERS[layer]
+    names = layer_modules(folder, package)
+    assert package in names and len(names) > 2
+    block = "".join(f"sys.modules[{m!r}] = None\n" for m in banned if m.startswith(("ganstream.", "torch", "librosa", "onnx", "scipy")))
+    code = f"import sys\n{block}NAMES = {names!r}\nFORBIDDEN = {banned!r}\n{IMPORT_ALL}"
     result = _run(code, tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["failed"] == {}, "\n".join(f"{name}:\n{tb}" for name, tb in report["failed"].items())
 
 
-def test_importing_realtime_loads_nothing_from_the_training_stack(tmp_path):
-    """Unblocked, so a `try: import torch` or a third-party package pulling torch in shows up too."""
-    code = f"NAMES = {realtime_modules()!r}\nFORBIDDEN = {FORBIDDEN!r}\n{IMPORT_ALL}"
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_importing_a_layer_loads_nothing_beyond_its_wall(layer, tmp_path):
+    """Unblocked, so a `try: import torch` or a third-party package pulling something in shows up too."""
+    folder, package, banned = LAYERS[layer]
+    code = f"NAMES = {layer_modules(folder, package)!r}\nFORBIDDEN = {banned!r}\n{IMPORT_ALL}"
     result = _run(code, tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["failed"] == {}, report["failed"]
-    assert report["loaded"] == [], f"importing {PACKAGE} loaded {report['loaded']}"
+    assert report["loaded"] == [], f"importing {package} loaded {report['loaded']}"
 
 
-def imports_of(file: Path) -> list[tuple[int, str]]:
-    """(line, absolute module name) of every import in a realtime/ file, relative ones resolved,
+def imports_of(file: Path, folder: Path | None = None, package: str = PACKAGE) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in a layer's file, relative ones resolved,
     plus importlib.import_module("x") and __import__("x") with a literal name."""
-    package = ".".join((PACKAGE, *file.relative_to(REALTIME).parent.parts))  # what the file's __package__ is
+    folder = REALTIME if folder is None else folder
+    package = ".".join((package, *file.relative_to(folder).parent.parts))  # what the file's __package__ is
     found = []
     for node in ast.walk(ast.parse(file.read_text(), str(file))):
         if isinstance(node, ast.Import):
@@ -98,14 +123,16 @@ def imports_of(file: Path) -> list[tuple[int, str]]:
     return found
 
 
-def test_no_realtime_file_imports_the_training_stack():
-    files = sorted(REALTIME.rglob("*.py"))
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_no_file_of_a_layer_imports_past_its_wall(layer):
+    folder, package, banned = LAYERS[layer]
+    files = sorted(folder.rglob("*.py"))
     assert files
     bad = [
-        f"{file.relative_to(REALTIME.parent)}:{line}: imports {module}"
+        f"{file.relative_to(ROOT)}:{line}: imports {module}"
         for file in files
-        for line, module in imports_of(file)
-        if forbidden(module)
+        for line, module in imports_of(file, folder, package)
+        if forbidden(module, banned)
     ]
     assert bad == [], "\n".join(bad)
 
@@ -151,3 +178,16 @@ def test_provider_probe_is_quiet(tmp_path):
 @pytest.mark.parametrize("module", ["numpy", "onnxruntime"])
 def test_the_wall_is_not_too_high(module):
     assert not forbidden(module)
+
+
+def test_training_wall_catches_a_lazy_import_of_the_engine_or_the_evaluator(tmp_path):
+    """What the old training/evaluate.py did: an import of the engine inside a function."""
+    fake = tmp_path / "training"
+    fake.mkdir()
+    (fake / "m.py").write_text(
+        "import torch\nfrom ganstream.core.spectral import stft\n"
+        "def f():\n    from ganstream.realtime.bundle import load_bundle\n    from ..evaluation import evaluate\n"
+    )
+    _, _, banned = LAYERS["training"]
+    modules = [m for _, m in imports_of(fake / "m.py", fake, "ganstream.training") if forbidden(m, banned)]
+    assert sorted(modules) == ["ganstream.evaluation", "ganstream.evaluation.evaluate", "ganstream.realtime.bundle", "ganstream.realtime.bundle.load_bundle"]

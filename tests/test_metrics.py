@@ -7,6 +7,7 @@ from ganstream.core.spectral import mel_filters
 from ganstream.evaluation.metrics import (
     METRICS,
     NDBBins,
+    power_spectrogram,
     classifier_frechet,
     frechet_distance,
     inception_score,
@@ -69,7 +70,16 @@ def test_loudness_and_filterbank():
     assert loudness_db(x)[0] == pytest.approx(20 * np.log10(0.5))
     fb = mel_filters(SR, 1024, 64)
     assert fb.shape == (64, 513) and np.allclose(fb.sum(1), 1.0, atol=1e-5)
-    assert log_mel(np.zeros((2, 4096)), SR).shape == (2, 13, 64)
+    # The shared front end's framing (core/spectral.py): centred frames, one per hop.
+    assert log_mel(np.zeros((2, 4096)), SR).shape == (2, 4096 // 256, 64)
+
+
+def test_metrics_frame_audio_as_the_shared_front_end_does():
+    from ganstream.core.spectral import SpectralParams, stft
+
+    x = np.random.default_rng(0).standard_normal((3, 4096)).astype(np.float32)
+    want = np.abs(stft(x, SpectralParams(n_fft=1024, hop=256))) ** 2  # (N, bins, frames)
+    np.testing.assert_allclose(power_spectrogram(x), np.swapaxes(want, 1, 2), rtol=1e-5, atol=1e-6)
 
 
 def blobs(n, rng, centres, spread=0.3):

@@ -16,6 +16,7 @@ import torch
 from ganstream.training.checkpoint import CheckpointError, load_checkpoint
 from ganstream.train import main as train_main
 from ganstream.training.gan import GANTrainer
+from ganstream.evaluation.evaluate import Evaluator
 from ganstream.training.loop import Run, TrainingDiverged, run_dir_for
 
 CPU = torch.device("cpu")
@@ -79,15 +80,15 @@ def test_resume_is_exact(tiny_config, tmp_path):
     Evaluating every 2 steps in between draws nothing from the random streams training uses."""
     evals = ("train.eval_every=2", "train.eval_samples=8")
     straight_cfg = tiny_config("train.steps=6", f"run.out_dir={tmp_path / 'a'}", "model.phase_shuffle=2", "data.synth_items=40", *evals)
-    straight = Run(straight_cfg, run_dir_for(straight_cfg), CPU)
+    straight = Run(straight_cfg, run_dir_for(straight_cfg), CPU, evaluator=Evaluator)
     straight.train()
 
     cfg = tiny_config("train.steps=6", f"run.out_dir={tmp_path / 'b'}", "model.phase_shuffle=2", "data.synth_items=40", *evals)
-    first = Run(cfg, run_dir_for(cfg), CPU)
+    first = Run(cfg, run_dir_for(cfg), CPU, evaluator=Evaluator)
     first.train(callbacks=(lambda r: r.request_stop() if r.step == 3 else None,))
     assert first.step == 3 and load_checkpoint(first.run_dir / "checkpoints" / "latest.pt")["step"] == 3
 
-    resumed = Run(cfg, run_dir_for(cfg), CPU, resume=True)
+    resumed = Run(cfg, run_dir_for(cfg), CPU, resume=True, evaluator=Evaluator)
     assert resumed.step == 3
     resumed.train()
     assert resumed.step == 6
