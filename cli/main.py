@@ -2,12 +2,19 @@
 
 Each entry names a module and a function; the module is imported only when its
 subcommand runs, so `ganstream play` never loads torch.
+
+Exit codes, the same for every command: 0 done, 2 a user error (a bad option, a
+missing or unreadable file: the command names it), 1 an internal failure (an
+export that fails its parity check, a diverged run, an audio device that dies, or a
+bug: the traceback, then one line saying so).
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+import traceback
+from typing import Callable
 
 from . import __version__
 
@@ -46,7 +53,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ganstream: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[name]
-    return int(getattr(importlib.import_module(module), func)(rest) or 0)
+    return run_command(f"ganstream {name}", lambda: getattr(importlib.import_module(module), func)(rest))
+
+
+def run_command(prog: str, command: Callable[[], int | None]) -> int:
+    """Runs a command's main and returns its exit code; an exception that escapes it is a bug (each
+    command turns the user's errors into exit 2 itself): the traceback, one line saying so, exit 1."""
+    try:
+        return int(command() or 0)
+    except Exception:
+        traceback.print_exc()
+        print(f"{prog}: internal error (the traceback above); please report it with the command line", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

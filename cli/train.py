@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     from ganstream.evaluation.evaluate import Evaluator
     from ganstream.training.cli import main as train_main
 
-    return train_main(argv, evaluator=Evaluator)
+    from .main import run_command
+
+    return run_command("train", lambda: train_main(argv, evaluator=Evaluator))
 
 
 if __name__ == "__main__":

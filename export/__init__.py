@@ -5,7 +5,7 @@
   reconstruction network, the fused latent -> audio graph).
 - `controls.py`: GANSpace and audio-descriptor directions for the knobs.
 - `bundle.py`: `export_run`, which writes and verifies a bundle (waveform, spectral or
-  reconstruction), `export_spectral`, and `check_bundle`.
+  reconstruction), and `export_spectral`; the schema itself is core/manifest.py.
 - `cli.py`: the `ganstream export` command.
 
 Export imports the generator families, the config and the checkpoint reader from

@@ -2,7 +2,8 @@
 
 `export_run` rebuilds the checkpoint's generator from the config stored in it,
 exports it with `onnx.export_waveform_generator`, derives the musical controls
-(`controls.compute_controls`), writes manifest.json and re-opens the result
+(`controls.compute_controls`), writes manifest.json (a `ganstream.core.manifest.Manifest`,
+the schema's one home) and re-opens the result with the live engine's loader
 before it takes the target's name: the bundle is built in a temporary
 directory next to the target and renamed into place (`write_bundle`), so a
 failed export leaves nothing half-written. It never imports the training loop.
@@ -15,15 +16,13 @@ alone becomes a reconstruction bundle, for `ganstream eval-reconstruction`.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import io
 import json
 import os
 import shutil
 import tempfile
 import time
 import zipfile
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -32,12 +31,27 @@ import numpy as np
 import torch
 
 from ganstream import __version__
+from ganstream.core.manifest import (
+    FIRST_VERSION,
+    FORMAT,
+    MANIFEST,
+    BundleError,
+    ControlItem,
+    Controls,
+    FileEntry,
+    Graph,
+    Latent,
+    Manifest,
+    Model,
+    NormFiles,
+    Spectral,
+    StreamingSettings,
+)
 from ganstream.training.checkpoint import load_checkpoint, load_generator, load_vocoder, resolve_checkpoint
-from ganstream.training.models import VOCODER_KIND, sample_latents
+from ganstream.training.models import OutputKind, family, sample_latents
 
 from .controls import DEFAULT_K, compute_controls, controls_matrix
 from .onnx import (
-    BATCH,
     DEFAULT_OPSET,
     PARITY_ITEMS,
     TOLERANCE,
@@ -48,46 +62,19 @@ from .onnx import (
     export_reconstruction,
     export_spectral_generator,
     export_waveform_generator,
-    ort_session,
 )
 
-FORMAT = "ganstream-bundle"
-FORMAT_VERSION = 2  # the newest version written: spectral and reconstruction bundles
-# Waveform bundles are still written as version 1, which they fully describe, so hosts that
-# read only version 1 (ganstream 0.1.0) keep playing them.
-WAVEFORM_VERSION = 1
-VERSIONS = (1, 2)
-MANIFEST = "manifest.json"
+# The manifest's schema and format versions live in ganstream.core.manifest; these are the
+# file names this writer chooses (a host reads them from the manifest).
 GENERATOR_FILE = "generator.onnx"
 RECONSTRUCTION_FILE = "vocoder.onnx"
 FUSED_FILE = "fused.onnx"
 CONTROLS_FILE = "controls.npy"
 NORM_MEAN_FILE = "norm_mean.npy"
 NORM_STD_FILE = "norm_std.npy"
-MANIFEST_ORDER = ("format", "format_version", "name", "model", "graphs", "spectral", "controls", "streaming", "files", "provenance")
-
-# Keys every manifest has (docs/bundle.md); nested dicts list their own required keys.
-REQUIRED: dict[str, Any] = {
-    "format": None,
-    "format_version": None,
-    "name": None,
-    "model": {"kind": None, "architecture": None, "sample_rate": None, "segment": None, "latent": {"size": None, "distribution": None}},
-    "graphs": None,
-    "spectral": None,
-    "controls": None,
-    "streaming": {"mode": None, "crossfade": None, "texture_overlap": None, "latent_smoothing_s": None, "walk_rate": None, "walk_depth": None},
-    "files": None,
-    "provenance": {
-        "run_name": None, "config_hash": None, "step": None, "checkpoint": None,
-        "weights": None, "ganstream_version": None, "created": None, "command": None,
-    },
-}
-RECONSTRUCTION_REQUIRED = {**REQUIRED, "model": {k: v for k, v in REQUIRED["model"].items() if k != "latent"}, "streaming": None}
-GRAPH_KEYS = ("file", "inputs", "outputs", "precision", "opset", "parity_max_abs_error")
-_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
 
 
-def streaming_settings(segment: int, latent_dist: str, sample_rate: int) -> dict[str, Any]:
+def streaming_settings(segment: int, latent_dist: str, sample_rate: int) -> StreamingSettings:
     """Recommended streaming settings for a generator of `segment` samples and latents from `latent_dist`.
 
     The 1024-sample crossfade (64 ms at 16 kHz) is long enough to hide the seam between
@@ -100,26 +87,14 @@ def streaming_settings(segment: int, latent_dist: str, sample_rate: int) -> dict
     ones), a wander that changes the sound without leaving the region training covered.
     """
     std = 1.0 if latent_dist == "normal" else 1.0 / np.sqrt(3.0)
-    return {
-        "mode": "crossfade" if segment >= 0.25 * sample_rate else "texture",
-        "crossfade": int(min(round(1024 * sample_rate / 16000), segment // 4)),
-        "texture_overlap": next(n for n in (4, 2, 1) if segment % n == 0),
-        "latent_smoothing_s": 0.05,
-        "walk_rate": 0.2,
-        "walk_depth": round(0.6 * std, 2),
-    }
-
-
-def file_entry(data: bytes) -> dict[str, Any]:
-    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-
-
-def _hash_file(path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"sha256": digest.hexdigest(), "bytes": path.stat().st_size}
+    return StreamingSettings(
+        mode="crossfade" if segment >= 0.25 * sample_rate else "texture",
+        crossfade=int(min(round(1024 * sample_rate / 16000), segment // 4)),
+        texture_overlap=next(n for n in (4, 2, 1) if segment % n == 0),
+        latent_smoothing_s=0.05,
+        walk_rate=0.2,
+        walk_depth=round(0.6 * std, 2),
+    )
 
 
 def is_bundle(path: Path) -> bool:
@@ -202,7 +177,7 @@ def export_run(
     provenance = {"checkpoint": checkpoint, "command": command if command is not None else f"ganstream export {run_dir} -o {out}"}
     options = {"opset": opset, "fp16": fp16, "seed": seed}
 
-    if kind == VOCODER_KIND:
+    if family(kind).output is OutputKind.VOCODER:
         if vocoder is not None:
             raise ExportError(f"{run_dir}: is a vocoder run; --vocoder goes with a spectral GAN run")
         network, cfg, state = load_vocoder(ckpt_path, "ema")
@@ -219,7 +194,7 @@ def export_run(
             f"{ckpt_path}: this progressive run is at stage {state['trainer']['stage'] + 1} of {stages}; "
             "export it once it has reached its last stage (train it longer, or pick a later checkpoint)"
         )
-    if not is_spectral_model(cfg.model):
+    if family(cfg.model.kind).output is not OutputKind.SPECTRAL:
         if vocoder is not None:
             raise ExportError(f"{run_dir}: {cfg.model.kind} generates audio; --vocoder is for spectral GAN runs")
         fill = lambda tmp: waveform_manifest(generator, cfg, state, tmp, out, name, provenance, options, controls, say)  # noqa: E731
@@ -228,7 +203,7 @@ def export_run(
     if vocoder is None:
         raise ExportError(f"{run_dir}: {cfg.model.kind} generates spectrograms; name the reconstruction network with --vocoder VOCODER_RUN")
     voc_path = run_checkpoint(Path(vocoder), vocoder_checkpoint)
-    if _model_kind(voc_path) != VOCODER_KIND:
+    if family(_model_kind(voc_path)).output is not OutputKind.VOCODER:
         raise ExportError(f"{vocoder}: --vocoder needs a vocoder run, this is a {_model_kind(voc_path)} run")
     network, voc_cfg, voc_state = load_vocoder(voc_path, "ema")
     say(f"vocoder {voc_path}: step {voc_state['step']}, {_weights(voc_state)} weights")
@@ -262,7 +237,7 @@ def _provenance(cfg: Any, state: dict[str, Any], given: dict[str, Any]) -> dict[
     }
 
 
-def write_bundle(out: Path, fill: Callable[[Path], dict[str, Any]], zip_out: Path | None = None, say: Callable[[str], None] = lambda _m: None) -> Path:
+def write_bundle(out: Path, fill: Callable[[Path], Manifest], zip_out: Path | None = None, say: Callable[[str], None] = lambda _m: None) -> Path:
     """Builds a bundle in a temporary directory beside `out`, verifies it and renames it onto `out`.
 
     fill(tmp) writes the bundle's files into tmp and returns its manifest without `files`,
@@ -275,11 +250,9 @@ def write_bundle(out: Path, fill: Callable[[Path], dict[str, Any]], zip_out: Pat
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the bundle gets ordinary permissions
     tmp_zip = tmp.with_name(tmp.name + ".zip")
     try:
-        manifest = fill(tmp)
-        manifest["files"] = {p.name: _hash_file(p) for p in sorted(tmp.iterdir())}
-        manifest = {key: manifest[key] for key in MANIFEST_ORDER if key in manifest}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        reconstruction = manifest["model"]["kind"] == "reconstruction"
+        manifest = replace(fill(tmp), files={p.name: FileEntry.of(p) for p in sorted(tmp.iterdir())})
+        (tmp / MANIFEST).write_text(manifest.dumps())
+        reconstruction = manifest.kind == "reconstruction"
         verify(tmp, reconstruction)
         if zip_out is not None:
             write_zip(tmp, tmp_zip)
@@ -290,22 +263,27 @@ def write_bundle(out: Path, fill: Callable[[Path], dict[str, Any]], zip_out: Pat
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp_zip.unlink(missing_ok=True)
-    sizes = ", ".join(f"{f} {e['bytes'] / 1e6:.2f} MB" for f, e in manifest["files"].items())
+    sizes = ", ".join(f"{f} {e.bytes / 1e6:.2f} MB" for f, e in manifest.files.items())
     say(f"wrote {out} ({sizes})" + (f" and {zip_out}" if zip_out else ""))
     return out
 
 
-def _say_graph(say: Callable[[str], None], role: str, graph: dict[str, Any], seconds: float, items: str = "latents") -> None:
-    precision = graph["precision"]
+def _graph(entry: dict[str, Any], out: Path, role: str) -> Graph:
+    """An exported graph's manifest entry (export.onnx writes it as JSON), read by the schema's strict reader."""
+    return Graph.from_json(entry, str(out / MANIFEST), f"graphs.{role}")
+
+
+def _say_graph(say: Callable[[str], None], role: str, graph: Graph, seconds: float, items: str = "latents") -> None:
+    precision = graph.precision
     say(
-        f"{role}: {precision}, opset {graph['opset']}, parity max abs error {graph['parity_max_abs_error']:.3g} "
+        f"{role}: {precision}, opset {graph.opset}, parity max abs error {graph.parity_max_abs_error:.3g} "
         f"over {PARITY_ITEMS} {items} (limit {TOLERANCE[precision]:g}), {seconds:.1f} s"
     )
 
 
 def _controls_entry(
     generator: Any, model_cfg: Any, sample_rate: int, tmp: Path, k: int, seed: int, say: Callable[[str], None], audio: Any = None
-) -> dict[str, Any] | None:
+) -> Controls | None:
     """Writes controls.npy for k principal directions and the descriptor macros; None when k is 0 or none were found."""
     if k <= 0:
         return None
@@ -317,44 +295,36 @@ def _controls_entry(
     entry = None
     if found:
         np.save(tmp / CONTROLS_FILE, controls_matrix(found))
-        entry = {"file": CONTROLS_FILE, "items": [c.item(row) for row, c in enumerate(found)]}
-    say(f"controls: {_describe_controls(entry['items']) if entry else 'none found'}, {time.perf_counter() - t0:.1f} s")
+        # Control.item() gives the JSON entry; reading it strictly checks what controls.py computed.
+        items = tuple(ControlItem.from_json(c.item(row), MANIFEST, f"controls.items[{row}]") for row, c in enumerate(found))
+        entry = Controls(CONTROLS_FILE, items)
+    say(f"controls: {_describe_controls(entry.items) if entry else 'none found'}, {time.perf_counter() - t0:.1f} s")
     return entry
 
 
 def waveform_manifest(
     generator: Any, cfg: Any, state: dict[str, Any], tmp: Path, out: Path, name: str | None,
     provenance: dict[str, Any], options: dict[str, Any], controls: int, say: Callable[[str], None],
-) -> dict[str, Any]:
-    """Writes a waveform generator's files into tmp; returns its manifest (format version 1)."""
+) -> Manifest:
+    """Writes a waveform generator's files into tmp; returns its manifest (format version 1), `files` left to write_bundle."""
     t0 = time.perf_counter()
-    graph = export_waveform_generator(generator, cfg.model, tmp / GENERATOR_FILE, label=str(out / GENERATOR_FILE), **options)
+    entry = export_waveform_generator(generator, cfg.model, tmp / GENERATOR_FILE, label=str(out / GENERATOR_FILE), **options)
+    graph = _graph(entry, out, "generator")
     _say_graph(say, "generator", graph, time.perf_counter() - t0)
-    return {
-        "format": FORMAT,
-        "format_version": WAVEFORM_VERSION,
-        "name": name or cfg.run.name,
-        "model": {
-            "kind": "waveform",
-            "architecture": cfg.model.kind,
-            "sample_rate": cfg.data.sample_rate,
-            "segment": cfg.model.segment,
-            "latent": {"size": cfg.model.latent_dim, "distribution": cfg.model.latent_dist},
-        },
-        "graphs": {"generator": graph},
-        "spectral": None,
-        "controls": _controls_entry(generator, cfg.model, cfg.data.sample_rate, tmp, controls, options["seed"], say),
-        "streaming": streaming_settings(cfg.model.segment, cfg.model.latent_dist, cfg.data.sample_rate),
-        "provenance": _provenance(cfg, state, provenance),
-    }
+    return Manifest(
+        format_version=FIRST_VERSION["waveform"],
+        name=name or cfg.run.name,
+        model=Model("waveform", cfg.model.kind, cfg.data.sample_rate, cfg.model.segment, Latent(cfg.model.latent_dim, cfg.model.latent_dist)),
+        graphs={"generator": graph},
+        spectral=None,
+        controls=_controls_entry(generator, cfg.model, cfg.data.sample_rate, tmp, controls, options["seed"], say),
+        streaming=streaming_settings(cfg.model.segment, cfg.model.latent_dist, cfg.data.sample_rate),
+        files={},
+        provenance=_provenance(cfg, state, provenance),
+    )
 
 
 # ---- spectral and reconstruction bundles ---------------------------------------------------------
-
-
-def is_spectral_model(model_cfg: Any) -> bool:
-    """Whether a GAN's model config generates spectrograms: it describes its front end with `spectral()`."""
-    return model_cfg.kind != VOCODER_KIND and callable(getattr(model_cfg, "spectral", None))
 
 
 def spectral_norm(generator: Any, cfg: Any) -> Any:
@@ -371,20 +341,18 @@ def matched_reconstruction(vocoder: Any, vocoder_model: Any, params: Any, norm: 
     if theirs != ours:
         diff = ", ".join(f"{k}: GAN {theirs.get(k)!r}, vocoder {ours.get(k)!r}" for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k))
         raise ExportError(f"the GAN and the vocoder use different spectral front ends ({diff}); train the vocoder with the GAN's")
+    if norm.clip != vocoder_model.norm_clip:
+        raise ExportError(f"model.norm_clip: the GAN clips its spectrograms at {norm.clip} std, the vocoder at {vocoder_model.norm_clip}; "
+                          "train the vocoder with the GAN's model.norm_clip")
     return vocoder.with_input_norm(norm)
 
 
-def spectral_section(params: Any, frames: int, norm: Any, tmp: Path) -> dict[str, Any]:
+def spectral_section(params: Any, frames: int, norm: Any, tmp: Path) -> Spectral:
     """Writes the BinNorm side files into tmp; returns the manifest's `spectral` section."""
     mean, std = norm.to_arrays()
     np.save(tmp / NORM_MEAN_FILE, np.ascontiguousarray(mean, dtype="<f4"))
     np.save(tmp / NORM_STD_FILE, np.ascontiguousarray(std, dtype="<f4"))
-    return {
-        "params": params.to_dict(),
-        "bins": params.bins,
-        "frames": int(frames),
-        "norm": {"mean": NORM_MEAN_FILE, "std": NORM_STD_FILE, "clip": float(norm.clip)},
-    }
+    return Spectral(params, params.bins, int(frames), NormFiles(NORM_MEAN_FILE, NORM_STD_FILE, float(norm.clip)))
 
 
 def parity_spectrograms(params: Any, norm: Any, frames: int, seed: int) -> np.ndarray:
@@ -404,26 +372,27 @@ def parity_spectrograms(params: Any, norm: Any, frames: int, seed: int) -> np.nd
 def reconstruction_manifest(
     network: Any, cfg: Any, state: dict[str, Any], tmp: Path, out: Path, name: str | None,
     provenance: dict[str, Any], options: dict[str, Any], say: Callable[[str], None],
-) -> dict[str, Any]:
-    """Writes a vocoder's files into tmp (network and front end); returns its manifest (format version 2)."""
+) -> Manifest:
+    """Writes a vocoder's files into tmp (network and front end); returns its manifest (format version 2), `files` left to write_bundle."""
     params, frames = cfg.model.spectral(), cfg.model.frames
     inputs = torch.from_numpy(parity_spectrograms(params, network.norm(), frames, options["seed"]))
     t0 = time.perf_counter()
-    graph = export_reconstruction(
+    entry = export_reconstruction(
         network, params.bins, frames, tmp / RECONSTRUCTION_FILE, inputs, options["opset"], options["fp16"], str(out / RECONSTRUCTION_FILE)
     )
+    graph = _graph(entry, out, "reconstruction")
     _say_graph(say, "reconstruction", graph, time.perf_counter() - t0, "spectrograms")
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "name": name or cfg.run.name,
-        "model": {"kind": "reconstruction", "architecture": cfg.model.kind, "sample_rate": params.sample_rate, "segment": graph["outputs"][0]["shape"][1]},
-        "graphs": {"reconstruction": graph},
-        "spectral": spectral_section(params, frames, network.norm(), tmp),
-        "controls": None,
-        "streaming": None,
-        "provenance": _provenance(cfg, state, provenance),
-    }
+    return Manifest(
+        format_version=FIRST_VERSION["reconstruction"],
+        name=name or cfg.run.name,
+        model=Model("reconstruction", cfg.model.kind, params.sample_rate, graph.outputs[0].shape[1], latent=None),
+        graphs={"reconstruction": graph},
+        spectral=spectral_section(params, frames, network.norm(), tmp),
+        controls=None,
+        streaming=None,
+        files={},
+        provenance=_provenance(cfg, state, provenance),
+    )
 
 
 def export_spectral(
@@ -462,8 +431,9 @@ def spectral_bundle_manifest(
     generator: Any, model_cfg: Any, params: Any, norm: Any, reconstruction: Any, tmp: Path, out: Path,
     options: dict[str, Any], controls: int, say: Callable[[str], None], *, name: str, sample_rate: int, provenance: dict[str, Any],
     fused: bool = False,
-) -> dict[str, Any]:
-    """The spectral bundle of any generator z -> (B, [1,] bins, frames) and a reconstruction network taking its output."""
+) -> Manifest:
+    """The spectral bundle of any generator z -> (B, [1,] bins, frames) and a reconstruction network taking its output;
+    writes its files into tmp and returns its manifest (format version 2), `files` left to write_bundle."""
     seed = options["seed"]
     with torch.no_grad():
         z = sample_latents(model_cfg, PARITY_ITEMS, torch.Generator().manual_seed(seed))
@@ -472,47 +442,43 @@ def spectral_bundle_manifest(
     if bins != params.bins:
         raise ExportError(f"the generator outputs {bins} bins, its front end has {params.bins}")
     t0 = time.perf_counter()
-    gen = export_spectral_generator(generator, model_cfg, bins, frames, tmp / GENERATOR_FILE, label=str(out / GENERATOR_FILE), **options)
+    gen = _graph(export_spectral_generator(generator, model_cfg, bins, frames, tmp / GENERATOR_FILE, label=str(out / GENERATOR_FILE), **options), out, "generator")
     _say_graph(say, "generator", gen, time.perf_counter() - t0)
     t0 = time.perf_counter()
     # The generator's own spectrograms are the parity inputs: what the reconstruction will really see.
     recon = export_reconstruction(
         reconstruction, bins, frames, tmp / RECONSTRUCTION_FILE, spectrogram, options["opset"], options["fp16"], str(out / RECONSTRUCTION_FILE)
     )
+    recon = _graph(recon, out, "reconstruction")
     _say_graph(say, "reconstruction", recon, time.perf_counter() - t0, "generated spectrograms")
-    segment = recon["outputs"][0]["shape"][1]
+    segment = recon.outputs[0].shape[1]
     graphs = {"generator": gen, "reconstruction": recon}
     if fused:
         t0 = time.perf_counter()
-        graphs["fused"] = export_fused(generator, reconstruction, model_cfg, segment, tmp / FUSED_FILE, label=str(out / FUSED_FILE), **options)
+        entry = export_fused(generator, reconstruction, model_cfg, segment, tmp / FUSED_FILE, label=str(out / FUSED_FILE), **options)
+        graphs["fused"] = _graph(entry, out, "fused")
         _say_graph(say, "fused", graphs["fused"], time.perf_counter() - t0)
     audio = SpectralAudio(generator, reconstruction).eval()
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "name": name,
-        "model": {
-            "kind": "spectral",
-            "architecture": model_cfg.kind,
-            "sample_rate": sample_rate,
-            "segment": segment,
-            "latent": {"size": model_cfg.latent_dim, "distribution": model_cfg.latent_dist},
-        },
-        "graphs": graphs,
-        "spectral": spectral_section(params, frames, norm, tmp),
-        "controls": _controls_entry(generator, model_cfg, sample_rate, tmp, controls, seed, say, audio=lambda z: audio(z).unsqueeze(1)),
-        "streaming": streaming_settings(segment, model_cfg.latent_dist, sample_rate),
-        "provenance": provenance,
-    }
+    return Manifest(
+        format_version=FIRST_VERSION["spectral"],
+        name=name,
+        model=Model("spectral", model_cfg.kind, sample_rate, segment, Latent(model_cfg.latent_dim, model_cfg.latent_dist)),
+        graphs=graphs,
+        spectral=spectral_section(params, frames, norm, tmp),
+        controls=_controls_entry(generator, model_cfg, sample_rate, tmp, controls, seed, say, audio=lambda z: audio(z).unsqueeze(1)),
+        streaming=streaming_settings(segment, model_cfg.latent_dist, sample_rate),
+        files={},
+        provenance=provenance,
+    )
 
 
-def _describe_controls(items: list[dict[str, Any]]) -> str:
+def _describe_controls(items: tuple[ControlItem, ...]) -> str:
     parts = []
     for item in items:
-        if item["kind"] == "principal":
-            parts.append(f"{item['name']} {100 * item['explained_variance']:.1f}%")
+        if item.kind == "principal":
+            parts.append(f"{item.name} {100 * item.explained_variance:.1f}%")
         else:
-            parts.append(f"{item['name']} r2 {item['r2']:.2f}")
+            parts.append(f"{item.name} r2 {item.r2:.2f}")
     return ", ".join(parts)
 
 
@@ -540,106 +506,13 @@ def write_zip(bundle_dir: Path, path: Path) -> None:
 
 def verify(path: Path, reconstruction: bool = False) -> None:
     """Re-opens a written bundle directory or zip with the live engine's loader, which checks it
-    against docs/bundle.md (sha256s, ONNX signatures, every field). Where `ganstream.realtime`
-    has no loader, `check_bundle` does the same checks here. reconstruction: the bundle holds
-    a reconstruction network alone (model.kind "reconstruction"), which the engine cannot play."""
-    if importlib.util.find_spec("ganstream.realtime.bundle") is None:
-        check_bundle(path)
-        return
-    from ganstream.realtime.bundle import BundleError, load_bundle, load_reconstruction
+    against docs/bundle.md (every field through ganstream.core.manifest, sha256s, ONNX signatures).
+    reconstruction: the bundle holds a reconstruction network alone (model.kind "reconstruction"),
+    which the engine cannot play."""
+    from ganstream.realtime.bundle import load_bundle, load_reconstruction
 
     with tempfile.TemporaryDirectory(prefix=".extract-", dir=path.parent) as cache:  # a zip is extracted here, not in the user's cache
         try:
             (load_reconstruction if reconstruction else load_bundle)(path, cache_dir=cache)
         except BundleError as e:
             raise ExportError(f"the bundle written does not load in ganstream.realtime: {e}") from None
-
-
-def _read_bundle(path: Path) -> dict[str, bytes]:
-    if path.is_dir():
-        return {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file()}
-    try:
-        with zipfile.ZipFile(path) as z:
-            return {n: z.read(n) for n in z.namelist() if not n.endswith("/")}
-    except (OSError, zipfile.BadZipFile) as e:
-        raise ExportError(f"{path}: neither a bundle directory nor a readable zip ({e})") from None
-
-
-def _check_keys(d: Any, required: dict[str, Any], where: str, path: Path) -> None:
-    if not isinstance(d, dict):
-        raise ExportError(f"{path}: {MANIFEST}: {where or 'the top level'} is not an object")
-    for key, sub in required.items():
-        if key not in d:
-            raise ExportError(f"{path}: {MANIFEST}: missing key {where + '.' if where else ''}{key}")
-        if sub is not None:
-            _check_keys(d[key], sub, f"{where + '.' if where else ''}{key}", path)
-
-
-def _graph_shape(shape: list[Any], declared: list[Any]) -> list[Any]:
-    """A graph's shape as the manifest writes it: a symbolic axis matches "batch" or a size the manifest fixes."""
-    if len(shape) != len(declared):
-        return [d if isinstance(d, int) else BATCH for d in shape]
-    return [d if isinstance(d, int) else want for d, want in zip(shape, declared)]
-
-
-def check_bundle(path: Path) -> dict[str, Any]:
-    """Checks a bundle directory or zip against docs/bundle.md; returns its manifest or raises ExportError.
-
-    Required keys, checksums and sizes of every listed file, no unlisted files, each graph's
-    ONNX Runtime inputs and outputs (names, ranks, fixed sizes, dtypes) and controls.npy's shape.
-    """
-    files = _read_bundle(path)
-    if MANIFEST not in files:
-        raise ExportError(f"{path}: no {MANIFEST}")
-    try:
-        manifest = json.loads(files.pop(MANIFEST))
-    except ValueError as e:
-        raise ExportError(f"{path}: {MANIFEST} is not valid JSON ({e})") from None
-    reconstruction = isinstance(manifest.get("model"), dict) and manifest["model"].get("kind") == "reconstruction"
-    _check_keys(manifest, RECONSTRUCTION_REQUIRED if reconstruction else REQUIRED, "", path)
-    if manifest["format"] != FORMAT or manifest["format_version"] not in VERSIONS:
-        raise ExportError(f"{path}: {MANIFEST}: format {manifest['format']!r} version {manifest['format_version']!r} is not {FORMAT} {VERSIONS}")
-    listed = manifest["files"]
-    if sorted(listed) != sorted(files):
-        raise ExportError(f"{path}: {MANIFEST}: files lists {sorted(listed)}, the bundle holds {sorted(files)}")
-    for name, data in files.items():
-        if file_entry(data) != listed[name]:
-            raise ExportError(f"{path}: {name}: sha256 or size differs from {MANIFEST}")
-
-    if not reconstruction and "generator" not in manifest["graphs"]:
-        raise ExportError(f"{path}: {MANIFEST}: graphs has no generator")
-    for role, graph in manifest["graphs"].items():
-        _check_keys(graph, dict.fromkeys(GRAPH_KEYS), f"graphs.{role}", path)
-        if graph["file"] not in files:
-            raise ExportError(f"{path}: graphs.{role}.file {graph['file']!r} is not in the bundle")
-        try:
-            session = ort_session(files[graph["file"]])
-        except Exception as e:  # onnxruntime raises its own exception types for unparsable models
-            raise ExportError(f"{path}: {graph['file']}: ONNX Runtime cannot open it ({e})") from None
-        for kind, actual in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
-            declared = graph[kind]
-            shapes = [d["shape"] for d in declared] + [[]] * len(actual)
-            got = [{"name": a.name, "shape": _graph_shape(a.shape, want), "dtype": _ORT_DTYPES.get(a.type, a.type)} for a, want in zip(actual, shapes)]
-            if got != declared:
-                raise ExportError(f"{path}: {graph['file']}: graph {kind} are {got}, {MANIFEST} says {declared}")
-
-    model = manifest["model"]
-    if reconstruction:
-        return manifest
-    audio = manifest["graphs"]["generator"]["outputs"][0]["shape"]
-    z = manifest["graphs"]["generator"]["inputs"][0]["shape"]
-    if model["kind"] == "waveform" and (audio != [BATCH, model["segment"]] or z != [BATCH, model["latent"]["size"]]):
-        raise ExportError(f"{path}: generator shapes {z} -> {audio} do not match model.segment and model.latent.size")
-
-    controls = manifest["controls"]
-    if controls is not None:
-        try:
-            rows = np.load(io.BytesIO(files[controls["file"]]), allow_pickle=False)
-        except (KeyError, ValueError) as e:
-            raise ExportError(f"{path}: controls.file {controls.get('file')!r} is missing or not a .npy ({e})") from None
-        if rows.dtype != np.float32 or rows.ndim != 2 or rows.shape[1] != model["latent"]["size"]:
-            raise ExportError(f"{path}: {controls['file']}: {rows.dtype} {rows.shape}, expected float32 (n, {model['latent']['size']})")
-        names = [item["name"] for item in controls["items"]]
-        if len(set(names)) != len(names) or any(not 0 <= item["row"] < len(rows) for item in controls["items"]):
-            raise ExportError(f"{path}: controls.items: names must be unique and rows within {controls['file']}'s {len(rows)} rows")
-    return manifest

@@ -13,10 +13,11 @@ import time
 
 from ganstream.training.checkpoint import CheckpointError
 from ganstream.training.config import ConfigError
+from ganstream.training.models import UnknownModelKind
 
 from .bundle import export_run
 from .controls import DEFAULT_K
-from .onnx import DEFAULT_OPSET, TOLERANCE, ExportError
+from .onnx import DEFAULT_OPSET, TOLERANCE, ExportError, ParityError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,9 +68,14 @@ def main(argv: list[str] | None = None) -> int:
             vocoder_checkpoint=args.vocoder_checkpoint,
             fused=args.fused,
         )
-    except (ExportError, CheckpointError, ConfigError) as e:
+    except ParityError as e:
+        # The graph written computes something else than the generator: the export failed, not the user's input (exit 1).
         print(f"ganstream export: error: {e}", file=sys.stderr)
         return 1
+    except (ExportError, CheckpointError, ConfigError, UnknownModelKind) as e:
+        # A run, checkpoint, option or target the user named that cannot be exported: exit 2, as every command.
+        print(f"ganstream export: error: {e}", file=sys.stderr)
+        return 2
     print(f"done in {time.perf_counter() - start:.1f} s: {out}")
     return 0
 

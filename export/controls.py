@@ -29,40 +29,15 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-from torch.nn import functional as F
+from torch import Tensor
 
 from ganstream.evaluation.metrics import loudness_db, power_spectrogram
-from ganstream.training.models import sample_latents
+from ganstream.training.models import LatentGenerator, sample_latents
 
 DEFAULT_K = 8
 PCA_LATENTS = 4096
 AUDIO_LATENTS = 512
 BATCH = 64
-
-
-def _wavegan_early(g: nn.Module, z: Tensor) -> Tensor:
-    """The dense layer's output after reshape, normalisation and ReLU: (B, 16 * first_channels)."""
-    x = g.dense(z).view(z.shape[0], g.first_channels, 16)
-    return F.relu(g.first_norm(x)).flatten(1)
-
-
-def _specgan_early(g: nn.Module, z: Tensor) -> Tensor:
-    """The dense layer's output after ReLU, as the first transposed convolution reads it: (B, 16d * bins/32 * frames/32)."""
-    return torch.relu(g.dense(z)).flatten(1)
-
-
-def _dcgan1d_early(g: nn.Module, z: Tensor) -> Tensor:
-    """The first block's output (transposed conv, BatchNorm, LeakyReLU, Dropout in eval): (B, ngf * 4)."""
-    return g.main[:4](z.unsqueeze(-1)).flatten(1)
-
-
-# model.kind -> the early-layer activations GANSpace takes its components from. A new family adds one entry.
-EARLY_LAYERS: dict[str, Callable[[nn.Module, Tensor], Tensor]] = {
-    "wavegan": _wavegan_early,
-    "dcgan1d": _dcgan1d_early,
-    "specgan": _specgan_early,
-}
 
 
 @dataclass
@@ -237,7 +212,7 @@ def generate_audio(generator: Callable[[Tensor], Tensor], latents: Tensor, batch
 
 
 def compute_controls(
-    generator: nn.Module,
+    generator: LatentGenerator,
     model_cfg: Any,
     sample_rate: int,
     k: int = DEFAULT_K,
@@ -248,19 +223,18 @@ def compute_controls(
 ) -> list[Control]:
     """pc1..pck then the descriptor macros for a generator (in eval mode) of `model_cfg`.
 
+    The principal directions come from `generator.early_features` (training/models/families.py).
+
     audio: latents (B, D) -> audio (B, 1, T), for a generator that outputs something else
     (a spectral generator: its spectrograms through the reconstruction network); default: the generator.
     """
-    if model_cfg.kind not in EARLY_LAYERS:
-        raise ValueError(f"controls: no early layer is known for model {model_cfg.kind!r} (known: {', '.join(EARLY_LAYERS)})")
     generator = generator.eval()
     rng = torch.Generator().manual_seed(seed)
     z_audio = sample_latents(model_cfg, audio_latents, rng)
     macros = descriptor_controls(generate_audio(audio or generator, z_audio), z_audio.double().numpy(), sample_rate)
     loudness = next((c.direction for c in macros if c.name == "loudness"), None)
     z_pca = sample_latents(model_cfg, pca_latents, rng)
-    early = EARLY_LAYERS[model_cfg.kind]
-    principal = principal_controls(lambda z: early(generator, z), z_pca, k, seed, orient=loudness) if k > 0 else []
+    principal = principal_controls(generator.early_features, z_pca, k, seed, orient=loudness) if k > 0 else []
     return principal + macros
 
 

@@ -34,9 +34,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import Tensor, nn
 
+from ganstream.core import manifest
+from ganstream.core.manifest import BATCH  # the dynamic batch axis, in the manifest and in the ONNX graph
 from ganstream.training.models import sample_latents
 
-BATCH = "batch"  # the name of the dynamic batch axis, in the manifest and in the ONNX graph
 DEFAULT_OPSET = 17
 OPSETS = range(11, 21)  # what the TorchScript exporter writes for these graphs (tested: 11, 13, 17, 20)
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}  # the largest parity error export accepts, by precision
@@ -54,25 +55,19 @@ class ParityError(ExportError):
 
 
 @dataclass(frozen=True)
-class TensorSpec:
-    """One graph input or output: its name, shape (ints, or BATCH for the dynamic axis) and dtype.
+class TensorSpec(manifest.TensorSpec):
+    """The manifest's TensorSpec (name, shape with ints and BATCH, dtype) and what export alone needs:
 
     `free` names axes that the manifest fixes but the graph leaves symbolic, as (axis, name)
     pairs: a fully convolutional network (the reconstruction network) then also runs on
     other lengths, while a bundle's host still reads the size it plays from the manifest.
     """
 
-    name: str
-    shape: tuple[int | str, ...]
-    dtype: str = "float32"
     free: tuple[tuple[int, str], ...] = ()
 
     def symbolic_axes(self) -> dict[int, str]:
         """Axis -> the name of its dimension parameter in the graph."""
         return {**{i: BATCH for i, d in enumerate(self.shape) if d == BATCH}, **dict(self.free)}
-
-    def entry(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
 def export_graph(
@@ -138,8 +133,8 @@ def export_graph(
         )
     return {
         "file": path.name,
-        "inputs": [s.entry() for s in inputs],
-        "outputs": [s.entry() for s in outputs],
+        "inputs": [s.to_json() for s in inputs],
+        "outputs": [s.to_json() for s in outputs],
         "precision": precision,
         "opset": opset,
         "parity_max_abs_error": float(f"{error:.3g}"),

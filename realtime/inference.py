@@ -3,6 +3,9 @@
 `create_session` picks an execution provider (auto: CUDA, then CoreML, then
 DirectML, then the CPU) without letting a missing GPU library spray errors over
 the terminal, and sizes the thread pool so the audio thread keeps a core.
+Before CUDA is tried it preloads the CUDA and cuDNN libraries that the `gpu`
+extra installs as pip wheels (`pip install 'ganstream[gpu]'`), which the
+system's loader would not find on its own.
 `Generator` runs a bundle's generator graph: latents (B, D) -> audio (B, segment).
 A spectral bundle's generator outputs spectrograms: the Generator runs its fused
 latent -> audio graph when the bundle has one, else the generator and then the
@@ -12,11 +15,14 @@ reconstruction network, so every host sees audio either way.
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
 import logging
 import os
 import re
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -169,6 +175,8 @@ def _probe(
     captured: list[str] = []
     session, error = None, ""
     with _quiet_stderr(captured):
+        if name == CUDA:
+            _preload_cuda_libraries()
         try:
             # DirectML cannot run with memory patterns on.
             session = _open(path, providers, threads, spinning, memory_pattern=name != DIRECTML)
@@ -183,6 +191,30 @@ def _probe(
         why = f"onnxruntime fell back to {session.get_providers()[0]}"
     usable = session is not None and session.get_providers() == [CPU] and name != DIRECTML
     return None, why, session if usable else None
+
+
+@functools.cache
+def _preload_cuda_libraries() -> None:
+    """Load CUDA and cuDNN from the nvidia-* wheels of onnxruntime-gpu's `cuda` and `cudnn` extras (our `gpu` extra).
+
+    onnxruntime's CUDA provider links against libcublasLt and friends by name, and the system's loader never looks
+    in site-packages: without this a fresh GPU machine reports `libcublasLt.so.13` missing and runs on the CPU.
+    `ort.preload_dlls` (onnxruntime-gpu >= 1.21; absent from older and CPU-only builds) prints the libraries it
+    cannot find to stdout and may warn; a machine without them is the usual case here, so that goes to the debug
+    log, and the probe's own error says why CUDA did not start. Once per process: a second call would load nothing new.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            preload()
+        except Exception as e:  # e.g. onnxruntime's RuntimeError for an unusable library folder: CUDA then fails to start
+            printed.write(f"{type(e).__name__}: {e}")
+    if printed.getvalue().strip():
+        log.debug("onnxruntime.preload_dlls: %s", printed.getvalue().strip())
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""Valid ganstream bundles for tests, made without torch (docs/bundle.md, format version 1).
+"""Valid ganstream bundles for tests, made without torch (docs/bundle.md, format version 1), their
+manifests built with the schema's own dataclasses (ganstream.core.manifest).
 
     from bundle_factory import make_bundle, reference_audio
     bundle_dir = make_bundle(tmp_path / "b.gsb", segment=4096, latent_size=8)
@@ -17,8 +18,8 @@ at the end, never reorder or rename.
 
 from __future__ import annotations
 
-import hashlib
 import json
+from dataclasses import replace
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -26,6 +27,18 @@ from typing import Any, Mapping
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from ganstream.core.manifest import (
+    ControlItem,
+    Controls,
+    FileEntry,
+    Graph,
+    Latent,
+    Manifest,
+    Model,
+    StreamingSettings,
+    TensorSpec,
+)
 
 HARMONICS = 8
 BASE_HZ = 110.0
@@ -66,49 +79,42 @@ def make_bundle(
     directory.mkdir(parents=True, exist_ok=True)
     onnx.save(generator_model(segment, sample_rate, latent_size, dtype), directory / "generator.onnx")
 
-    control_section = None
+    controls_entry = None
     if controls:
         rows = control_directions(latent_size)
         np.save(directory / "controls.npy", rows)
         # A knob at +-1 moves two standard deviations of random latents along a unit direction.
-        scale = 2.0 * (1.0 if distribution == "normal" else 1.0 / np.sqrt(3.0))
-        items = [{**item, "row": i, "scale": round(float(scale), 6)} for i, item in enumerate(CONTROL_ITEMS)]
-        control_section = {"file": "controls.npy", "items": items}
+        scale = round(float(2.0 * (1.0 if distribution == "normal" else 1.0 / np.sqrt(3.0))), 6)
+        items = tuple(ControlItem(**item, row=i, scale=scale) for i, item in enumerate(CONTROL_ITEMS))
+        controls_entry = Controls("controls.npy", items)
 
-    manifest = {
-        "format": "ganstream-bundle",
-        "format_version": 1,
-        "name": name,
-        "model": {
-            "kind": "waveform",
-            "architecture": "test-harmonic",
-            "sample_rate": sample_rate,
-            "segment": segment,
-            "latent": {"size": latent_size, "distribution": distribution},
+    settings = StreamingSettings(
+        mode="crossfade",
+        crossfade=segment // 4,
+        texture_overlap=4 if segment % 4 == 0 else 1,
+        latent_smoothing_s=0.05,
+        walk_rate=0.2,
+        walk_depth=0.35,
+    )
+    manifest = Manifest(
+        format_version=1,
+        name=name,
+        model=Model("waveform", "test-harmonic", sample_rate, segment, Latent(latent_size, distribution)),
+        graphs={
+            "generator": Graph(
+                file="generator.onnx",
+                inputs=(TensorSpec("z", ("batch", latent_size), dtype),),
+                outputs=(TensorSpec("audio", ("batch", segment), dtype),),
+                precision="fp16" if dtype == "float16" else "fp32",
+                opset=OPSET,
+                parity_max_abs_error=0.0,
+            )
         },
-        "graphs": {
-            "generator": {
-                "file": "generator.onnx",
-                "inputs": [{"name": "z", "shape": ["batch", latent_size], "dtype": dtype}],
-                "outputs": [{"name": "audio", "shape": ["batch", segment], "dtype": dtype}],
-                "precision": "fp16" if dtype == "float16" else "fp32",
-                "opset": OPSET,
-                "parity_max_abs_error": 0.0,
-            }
-        },
-        "spectral": None,
-        "controls": control_section,
-        "streaming": {
-            "mode": "crossfade",
-            "crossfade": segment // 4,
-            "texture_overlap": 4 if segment % 4 == 0 else 1,
-            "latent_smoothing_s": 0.05,
-            "walk_rate": 0.2,
-            "walk_depth": 0.35,
-            **(streaming or {}),
-        },
-        "files": {},
-        "provenance": {
+        spectral=None,
+        controls=controls_entry,
+        streaming=replace(settings, **(streaming or {})),
+        files={},
+        provenance={
             "run_name": name,
             "config_hash": "00000000",
             "step": 0,
@@ -118,8 +124,8 @@ def make_bundle(
             "created": "2026-01-01T00:00:00Z",
             "command": "tests/bundle_factory.py make_bundle",
         },
-    }
-    write_manifest(directory, manifest)
+    )
+    (directory / "manifest.json").write_text(manifest.dumps())
     return rehash(directory)
 
 
@@ -204,7 +210,7 @@ def rehash(directory: Path) -> Path:
     directory = Path(directory)
     manifest = read_manifest(directory)
     manifest["files"] = {
-        p.relative_to(directory).as_posix(): {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "bytes": p.stat().st_size}
+        p.relative_to(directory).as_posix(): FileEntry.of(p).to_json()
         for p in sorted(directory.rglob("*"))
         if p.is_file() and p.name != "manifest.json"
     }

@@ -1,7 +1,32 @@
+import numpy as np
 import pytest
+import scipy.linalg  # noqa: F401  (scipy has its own OpenBLAS: loaded now, so the BLAS limit below holds for it)
+import torch
 from jack_fixtures import jack_server  # noqa: F401  (a session fixture: one JACK server for every test that needs one)
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from ganstream.training.config import load_config
+
+
+def pytest_report_header(config):
+    """The float kernels this run used: what to compare first when two machines disagree on a number.
+    torch picks its own kernels by CPU (ATen's capability, oneDNN, MKL: MKL takes another FFT path on AMD),
+    numpy and scipy theirs (OpenBLAS's architecture); torch is pinned in tools/constraints.txt."""
+    blas = [f"{i['internal_api']} {i['version']} {i.get('architecture', '?')} ({i['prefix']})" for i in threadpool_info() if i["user_api"] == "blas"]
+    return [
+        f"torch {torch.__version__}: cpu capability {torch.backends.cpu.get_cpu_capability()}, "
+        f"mkl {torch.backends.mkl.is_available()}, mkldnn {torch.backends.mkldnn.is_available()}",
+        f"numpy {np.__version__}, scipy's and numpy's blas: {'; '.join(blas) or 'none found'}",
+    ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_blas_thread():
+    """numpy's and scipy's BLAS on one thread: OpenBLAS splits a product differently by thread count, so sums
+    (the Fréchet distances' covariances and matrix square roots) round differently on a machine with more
+    cores. The kernels still differ by CPU: tests compare those results with tolerances, not exactly."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 @pytest.fixture

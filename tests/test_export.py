@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import ganstream.export.onnx as export_onnx
-from ganstream.export.bundle import check_bundle, export_run
+from ganstream.export.bundle import export_run
 from ganstream.export.cli import main as export_main
-from ganstream.export.controls import EARLY_LAYERS, descriptor_controls, principal_controls, top_components
+from ganstream.export.controls import descriptor_controls, principal_controls, top_components
 from ganstream.export.onnx import TOLERANCE, ExportError, ParityError
 from ganstream.realtime.bundle import load_bundle
 from ganstream.training.checkpoint import CheckpointError, load_checkpoint, load_generator
@@ -156,7 +156,7 @@ def test_cli_writes_bundle_zip_and_controls(tiny_config, tmp_path, capsys):
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert_manifest_follows_doc(out, manifest)
-    assert manifest == check_bundle(out)
+    assert load_bundle(out).spec.to_json() == manifest  # the writer writes the schema: nothing more, nothing less
     prov = manifest["provenance"]
     assert prov["step"] == load_checkpoint(run_dir / "checkpoints" / "latest.pt")["step"] == 1
     assert prov["checkpoint"] == "latest" and prov["weights"] == "ema"
@@ -201,14 +201,14 @@ def test_export_errors_are_clear(tiny_config, tmp_path, capsys, monkeypatch):
     # no checkpoint at all
     empty = tmp_path / "runs" / "empty-00000000"
     empty.mkdir(parents=True)
-    assert export_main([str(empty), "-o", str(tmp_path / "x.gsb")]) == 1
+    assert export_main([str(empty), "-o", str(tmp_path / "x.gsb")]) == 2  # a user error, as in every command
     err = capsys.readouterr().err
     assert "no latest checkpoint" in err and str(empty / "checkpoints") in err
-    assert export_main([str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.gsb")]) == 1
+    assert export_main([str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.gsb")]) == 2
     assert "no such run directory" in capsys.readouterr().err
 
     run_dir = train_tiny(tiny_config, *MODELS["wavegan"])
-    assert export_main([str(run_dir), "--checkpoint", "best", "-o", str(tmp_path / "x.gsb")]) == 1
+    assert export_main([str(run_dir), "--checkpoint", "best", "-o", str(tmp_path / "x.gsb")]) == 2
     assert "no best checkpoint" in capsys.readouterr().err
     with pytest.raises(ExportError, match="missing.pt: no such checkpoint, here or in .*checkpoints"):
         export_run(run_dir, tmp_path / "x.gsb", checkpoint=str(tmp_path / "missing.pt"))
@@ -220,7 +220,7 @@ def test_export_errors_are_clear(tiny_config, tmp_path, capsys, monkeypatch):
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
-    assert export_main([str(run_dir), "-o", str(precious)]) == 1
+    assert export_main([str(run_dir), "-o", str(precious)]) == 2
     assert "not a ganstream bundle" in capsys.readouterr().err
     assert (precious / "notes.txt").read_text() == "keep me"
 
@@ -236,7 +236,7 @@ def test_export_errors_are_clear(tiny_config, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(export_onnx, "declare_io", corrupting)
     with pytest.raises(ParityError, match=r"bad.gsb/generator.onnx: ONNX Runtime and PyTorch disagree by up to .* \(the fp32 limit is 0.0001\)"):
         export_run(run_dir, tmp_path / "bad.gsb", controls=0)
-    assert export_main([str(run_dir), "-o", str(tmp_path / "bad.gsb"), "--fp16", "--controls", "0"]) == 1
+    assert export_main([str(run_dir), "-o", str(tmp_path / "bad.gsb"), "--fp16", "--controls", "0"]) == 1  # failed, not misused
     assert "fp16 limit is 0.01" in capsys.readouterr().err
     assert not (tmp_path / "bad.gsb").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -266,7 +266,7 @@ def test_ganspace_pc1_captures_more_activation_variance_than_random_directions()
     torch.manual_seed(0)
     cfg = WaveGANConfig(width=2, latent_dim=32)
     g = build_generator(cfg).eval()
-    early = lambda z: EARLY_LAYERS["wavegan"](g, z)  # noqa: E731
+    early = g.early_features
     z = sample_latents(cfg, 2048, torch.Generator().manual_seed(1))
     pcs = principal_controls(early, z, k=3)
     assert [c.name for c in pcs] == ["pc1", "pc2", "pc3"]

@@ -4,7 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from ganstream.training.models import MODELS, build_critic, build_generator, sample_latents
+from ganstream.training.config import load_config
+from ganstream.training.loop import Run
+from ganstream.training.models import FAMILIES, OutputKind, build_critic, build_generator, sample_latents
 from ganstream.training.models.dcgan1d import DCGAN1DConfig
 from ganstream.training.models.wavegan import PhaseShuffle, WaveGANConfig
 
@@ -88,12 +90,19 @@ def test_dcgan1d_longer_segments_crop_to_length():
     assert build_generator(cfg)(sample_latents(cfg, 2)).shape == (2, 1, 1000)
 
 
+def tiny_model(kind: str):
+    """The model config of family `kind` shrunk by the registry's tiny overrides."""
+    return load_config(None, [f"model.kind={kind}", *FAMILIES[kind].tiny]).model
+
+
+GANS = [kind for kind, family in FAMILIES.items() if family.output is not OutputKind.VOCODER]
+
+
 # The spectrogram models have their own (tests/test_spectral_models.py): a progressive network uses
 # only some of its layers at any one stage.
-@pytest.mark.parametrize("kind", ["dcgan1d", "wavegan"])
+@pytest.mark.parametrize("kind", [kind for kind, family in FAMILIES.items() if family.output is OutputKind.WAVEFORM])
 def test_every_model_learns_gradients(kind):
-    cfg = MODELS[kind].config()
-    cfg.__dict__.update({"width": 2} if kind == "wavegan" else {"ngf": 16, "ndf": 16})
+    cfg = tiny_model(kind)
     g, d = build_generator(cfg), build_critic(cfg)
     d(g(sample_latents(cfg, 2))).sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in g.parameters())
@@ -110,3 +119,41 @@ def test_every_model_learns_gradients(kind):
 def test_invalid_model_configs(cfg, message):
     with pytest.raises(ValueError, match=message):
         cfg.validate()
+
+
+# ---- the family registry ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(FAMILIES))
+def test_registry_entries_agree_with_their_classes(kind):
+    family = FAMILIES[kind]
+    cfg = tiny_model(kind)
+    assert family.kind == kind and type(cfg) is family.config and cfg.kind == kind
+    assert (family.critic is None) == (family.output is OutputKind.VOCODER)
+    assert issubclass(family.run_class(), Run)
+    assert family.progressive == (family.run_class().__name__ == "ProgressiveRun")
+    if family.output is not OutputKind.WAVEFORM:
+        assert cfg.spectral().bins == cfg.bins  # spectrogram in or out: the config describes its front end
+    # tiny: a few hundred thousand weights at most, not the millions of the shipped configs
+    assert sum(p.numel() for p in build_generator(cfg).parameters()) < 200_000
+
+
+@pytest.mark.parametrize("kind", GANS)
+def test_early_features_come_from_an_early_layer_and_follow_the_latent(kind):
+    """Perturbing the first layer changes the features and the last layer does not, while it changes the output."""
+    cfg = tiny_model(kind)
+    torch.manual_seed(0)
+    g = build_generator(cfg).eval()
+    z = sample_latents(cfg, 6, torch.Generator().manual_seed(1))
+    params = [p for _, p in g.named_parameters()]
+    with torch.no_grad():
+        feats, out = g.early_features(z), g(z)
+        assert feats.ndim == 2 and feats.shape[0] == 6 and torch.isfinite(feats).all()
+        assert (feats - feats.mean(0)).abs().max() > 1e-4  # they depend on z
+        shape = (6, 1, cfg.segment) if FAMILIES[kind].output is OutputKind.WAVEFORM else (6, 1, cfg.bins, cfg.frames)
+        assert out.shape == shape
+        params[-1].add_(0.5)
+        assert torch.equal(g.early_features(z), feats)
+        assert not torch.equal(g(z), out)
+        params[0].mul_(1.5)
+        assert not torch.allclose(g.early_features(z), feats)

@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 from torch import nn
 
-import ganstream.export.bundle as export_bundle
+from ganstream.core.manifest import FileEntry
 from ganstream.export.bundle import export_spectral
 from ganstream.export.onnx import ExportError, SpectralAudio
 from ganstream.realtime.bundle import BundleError, load_bundle, load_reconstruction
@@ -93,6 +93,7 @@ def test_spectral_bundle_follows_the_manifest(bundle_dir, parts):
     assert set(manifest["files"]) == {"generator.onnx", "vocoder.onnx", "fused.onnx", "norm_mean.npy", "norm_std.npy"}
     bundle = load_bundle(bundle_dir)
     assert bundle.kind == "spectral" and bundle.segment == segment
+    assert bundle.spec.to_json() == manifest  # the writer writes the schema (core/manifest.py): nothing more, nothing less
     assert np.array_equal(bundle.spectral.norm.to_arrays()[0], norm_of(cfg.bins, shift=0.2).to_arrays()[0])
 
 
@@ -155,6 +156,15 @@ def test_front_ends_must_match(parts, tmp_path):
     assert not (tmp_path / "x.gsb").exists()
 
 
+def test_norm_clips_must_match(parts, tmp_path):
+    cfg, generator, _ = parts
+    norm = generator.norm()
+    other = Vocoder(VocoderConfig(width=8, depth=1, frames=64, norm_clip=norm.clip + 1.0)).eval()
+    with pytest.raises(ExportError, match=rf"model.norm_clip: the GAN clips its spectrograms at {norm.clip} std, the vocoder at {norm.clip + 1.0}"):
+        export_spectral(generator, cfg, norm, other, tmp_path / "x.gsb", name="x", provenance={})
+    assert not (tmp_path / "x.gsb").exists()
+
+
 def _edit(bundle: Path, change) -> Path:
     manifest = json.loads((bundle / "manifest.json").read_text())
     change(manifest)
@@ -165,7 +175,7 @@ def _edit(bundle: Path, change) -> Path:
 def _rewrite_npy(bundle: Path, name: str, array: np.ndarray) -> None:
     np.save(bundle / name, array)
     manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["files"][name] = export_bundle._hash_file(bundle / name)
+    manifest["files"][name] = FileEntry.of(bundle / name).to_json()
     (bundle / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -224,7 +234,7 @@ def test_specgan_and_vocoder_runs_export_to_a_bundle_that_renders(tmp_path, caps
     (gan_run,) = (tmp_path / "gan").iterdir()
     (voc_run,) = (tmp_path / "voc").iterdir()
     out = tmp_path / "specgan.gsb"
-    assert export_main([str(gan_run), "-o", str(out)]) == 1
+    assert export_main([str(gan_run), "-o", str(out)]) == 2  # a user error (issue 10: exit 2 for every command)
     assert "specgan generates spectrograms; name the reconstruction network with --vocoder VOCODER_RUN" in capsys.readouterr().err
     assert export_main([str(gan_run), "--vocoder", str(voc_run), "-o", str(out), "--controls", "0"]) == 0
     printed = capsys.readouterr().out

@@ -15,7 +15,7 @@ from ganstream.training.config import ConfigError, load_config
 from ganstream.training.data import load_dataset
 from ganstream.training.data.spectrograms import SpectrogramSegments, spectrogram_norm
 from ganstream.training.loop import run_dir_for
-from ganstream.training.models import MODELS, build_critic, build_generator, sample_latents
+from ganstream.training.models import FAMILIES, OutputKind, build_critic, build_generator, sample_latents
 from ganstream.training.models.progan import ProGANConfig
 from ganstream.training.models.specdcgan import SpecDCGANConfig
 from ganstream.training.models.specgan import SpecGANConfig
@@ -229,5 +229,7 @@ def test_spectral_run_refuses_evaluation_it_cannot_do(tmp_path):
 
 
 def test_spectral_kinds_are_registered():
-    for kind in ("specgan", "specdcgan", "progan"):
-        assert callable(getattr(MODELS[kind].config(), "spectral", None))
+    spectral = {kind for kind, family in FAMILIES.items() if family.output is OutputKind.SPECTRAL}
+    assert spectral == {"specgan", "specdcgan", "progan"}
+    for kind in spectral:
+        assert FAMILIES[kind].config().spectral().bins > 0  # each describes its front end

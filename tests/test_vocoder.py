@@ -1,5 +1,6 @@
 """The reconstruction network: exportable (inverse) STFT, the vocoder, its training through `train`, and its export."""
 
+import contextlib
 import csv
 import json
 
@@ -167,6 +168,15 @@ def test_learning_rate_decays_by_a_cosine_to_lr_final_at_the_last_step(tiny_conf
 
 
 def test_a_few_steps_reduce_the_loss_on_tones(tiny_config):
+    """A trend over three seeds, with a margin, not the exact course of the steps.
+
+    The course of 40 steps is not portable: the same code on an AMD EPYC (whose MKL takes another FFT path;
+    MKL_CBWR=COMPATIBLE reproduces it on Intel) went 1.700, 1.735, 1.733, 1.708... and failed the old "lower
+    at every 8th step" check, which Intel passed. With the loss floor at the front end's log_floor
+    (vocoder_train.py), the last 5 steps' mean came to 0.889-0.936 of the first 5's (medians of three seeds
+    0.909-0.916) over seeds 0-4, both FFT paths, oneDNN off, ATEN_CPU_CAPABILITY=default, 1 and 2 threads.
+    With the old floor of 1e-7 it was 0.936-0.964; with optim.lr_g=0 it is 1.
+    """
     cfg = vocoder_config(tiny_config)
     params = cfg.model.spectral()
     t = np.arange(cfg.model.segment) / params.sample_rate
@@ -174,16 +184,31 @@ def test_a_few_steps_reduce_the_loss_on_tones(tiny_config):
     tones = (0.5 * np.sin(2 * np.pi * freqs[:, None] * t) * np.exp(-2.0 * t)).astype(np.float32)
     log_mag = log_magnitude(stft(torch.from_numpy(tones), params), params)
     norm = BinNorm(log_mag.mean(dim=(0, 2)).numpy(), log_mag.std(dim=(0, 2)).clamp_min(1e-3).numpy(), clip=3.0)
-    torch.manual_seed(0)
-    trainer = VocoderTrainer(cfg, CPU, norm)
     batch = [torch.from_numpy(tones).unsqueeze(1)]
-    steps = [trainer.step(batch) for _ in range(40)]
-    losses = [s["loss"] for s in steps]
-    assert all(np.isfinite(losses))
-    assert all(b < a for a, b in zip(losses[::8], losses[8::8])), losses  # falling all the way
-    # Untrained, the phase-locked vocoder already rebuilds tones well (front-end spectral
-    # convergence 0.055, -25 dB); the magnitude head takes the rest off quiet bins (measured 0.93).
-    assert np.mean(losses[-5:]) < 0.95 * np.mean(losses[:5]), losses
+    ratios = []
+    with one_torch_thread():
+        for seed in range(3):
+            torch.manual_seed(seed)
+            trainer = VocoderTrainer(cfg, CPU, norm)
+            losses = [trainer.step(batch)["loss"] for _ in range(40)]
+            assert all(np.isfinite(losses)), (seed, losses)
+            # Adam's first step at 3e-3 lifts the loss 3-4 %, every seed and machine: bounded, not diverging.
+            assert max(losses) < 1.1 * losses[0], (seed, losses)
+            ratios.append(np.mean(losses[-5:]) / np.mean(losses[:5]))
+    # Untrained, the phase-locked vocoder already rebuilds tones well; the magnitude head takes the rest off.
+    assert max(ratios) < 0.96 and np.median(ratios) < 0.94, ratios
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """Small convolutions on one thread: on 2 cores shared with other jobs, two threads' OpenMP barriers took
+    11-24 s for 40 steps against 0.8 s on one (measured at a load average of 4-6)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ---- training through `train` ------------------------------------------------------------------

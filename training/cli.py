@@ -3,39 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-from importlib import resources
 import logging
 import sys
+from importlib import resources
 from pathlib import Path
-
-from .checkpoint import CheckpointError
 from typing import TYPE_CHECKING
 
+from .checkpoint import CheckpointError
 from .config import OPERATIONAL, ConfigError, TrainConfig, config_from_dict, describe_fields, load_config, parse_override
+from .models import family_of
+
+if TYPE_CHECKING:
+    from .loop import EvaluatorFactory
+
 
 def _config_dir() -> Path:
     """The shipped configs: package data (`ganstream.configs`), so `train wavegan` works from a wheel too."""
     return Path(str(resources.files("ganstream.configs")))
 
-if TYPE_CHECKING:
-    from .loop import EvaluatorFactory
 
 RESUMABLE = sorted(OPERATIONAL)
-
-# model.kind -> (module, class) of the `loop.Run` subclass that trains it; other kinds train with `loop.Run`.
-RUNS: dict[str, tuple[str, str]] = {
-    "specgan": ("ganstream.training.spectral_train", "SpectralRun"),
-    "specdcgan": ("ganstream.training.spectral_train", "SpectralRun"),
-    "progan": ("ganstream.training.progressive", "ProgressiveRun"),
-    "vocoder": ("ganstream.training.vocoder_train", "VocoderRun"),
-}
-
-
-def run_class(kind: str) -> type:
-    """The `loop.Run` (or subclass) that trains model.kind `kind`, imported only when needed."""
-    module, name = RUNS.get(kind, ("ganstream.training.loop", "Run"))
-    return getattr(importlib.import_module(module), name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,12 +106,15 @@ def main(argv: list[str] | None = None, evaluator: EvaluatorFactory | None = Non
         if dist.main:
             print(f"run: {run_dir}  device: {device}  model: {cfg.model.kind}  loss: {cfg.loss.kind}"
                   + (f"  processes: {dist.world}" if dist.enabled else ""), file=sys.stderr)
-        run = run_class(cfg.model.kind)(cfg, run_dir, device, dist, resume=resume, evaluator=evaluator)
+        run = family_of(cfg.model).run_class()(cfg, run_dir, device, dist, resume=resume, evaluator=evaluator)
         install_stop_handlers(run)
         run.train()
-    except (ConfigError, CheckpointError, DataError, TrainingDiverged) as e:
+    except (ConfigError, CheckpointError, DataError) as e:
         print(f"train: error: {e}", file=sys.stderr)
         return 2
+    except TrainingDiverged as e:  # the run failed after its rollbacks, not the user's input: 1 (cli/main.py)
+        print(f"train: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

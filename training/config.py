@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from .models import MODEL_CONFIGS
+from .models import FAMILIES, OutputKind
+from .models.critics import CRITICS
 
 
 class ConfigError(ValueError):
@@ -40,7 +41,11 @@ class DataConfig:
     sample_rate: int = 16000  # audio is resampled to this rate
     hop: float = 0.5  # distance between segment starts, as a fraction of the segment length
     random_offset: bool = True  # shift every segment by a fresh random offset (< hop) each epoch
-    silence_db: float = -60.0  # segments whose RMS is below this (dBFS) are dropped
+    silence_db: float = -60.0  # segments whose RMS is below this (dBFS) are dropped; a padded clip is measured over its own samples, so padding never makes a quiet one-shot silent
+    pad_short: bool = True  # clips shorter than one segment are zero-padded at the end (as WaveGAN does) and give one segment each, starting at the onset; false: they are skipped
+    trim_leading: bool = True  # cut each clip's leading silence to 5 ms before its onset, so the attack stays whole and one-shots line up; a long recording loses only its lead-in
+    trim_db: float = -50.0  # the onset is the first sample within this many dB of the clip's peak (relative, so quiet recordings trim alike); also what min_ms counts as sound
+    min_ms: float = 20.0  # clips whose sound (first to last sample within trim_db of the peak) lasts less are skipped: a click, not a sound; 0 keeps all
     normalize: bool = True  # peak-normalise each segment to 1
     holdout: float = 0.05  # fraction of clips (files or synth items) kept out of training, for evaluation
     synth_items: int = 2048  # how many items a synth:* set holds
@@ -53,6 +58,10 @@ class DataConfig:
             raise ValueError(f"hop: a fraction of the segment in (0, 1], not {self.hop}")
         if not 0.0 <= self.holdout < 1.0:
             raise ValueError(f"holdout: a fraction in [0, 1), not {self.holdout}")
+        if not self.trim_db < 0.0:
+            raise ValueError(f"trim_db: below the peak, so negative dB, not {self.trim_db}")
+        if not self.min_ms >= 0.0:
+            raise ValueError(f"min_ms: 0 (keep all) or more, not {self.min_ms}")
 
 
 @dataclass
@@ -63,12 +72,65 @@ class LossConfig:
     drift: float = 0.0  # epsilon of the drift term on real scores (Karras et al.); 0 disables
     label_smooth: float = 0.0  # bce: real targets are 1 - label_smooth (one-sided smoothing)
     label_noise: float = 0.0  # bce: std of Gaussian noise added to every target ("soft, noisy labels")
+    # The critics that judge the generator, each with its own loss, summed (training/models/critics.py's CRITICS):
+    # wave (the family's own), stft (multi-resolution spectrogram), multiscale (waveform at several rates).
+    critics: list[str] = field(default_factory=lambda: ["wave"])
+    stft_ffts: list[int] = field(default_factory=lambda: [512, 1024, 256])  # stft: one resolution per FFT size, hop n_fft / 4
+    stft_channels: int = 16  # stft: channels of every 2D convolution
+    multiscale_scales: list[int] = field(default_factory=lambda: [1, 2, 4])  # multiscale: average-pooling factors, one critic each
+    multiscale_channels: int = 16  # multiscale: channels of the first layer (a multiple of 4: the grouped layers need it)
+    r1_gamma: float = 0.0  # gamma of the R1 penalty (gamma / 2) E||grad D(real)||^2 (Mescheder et al.); 0 disables
+    r1_every: int = 16  # R1 runs lazily on every r1_every-th critic step, scaled by r1_every (StyleGAN2)
+    feature_matching: float = 0.0  # weight of L1 between the batch-mean critic activations of real and fake in G's loss; 0 disables
 
     def validate(self) -> None:
         if self.kind not in ("wgan-gp", "bce", "hinge"):
             raise ValueError(f"kind: unknown loss {self.kind!r} (known: bce, hinge, wgan-gp)")
         if self.critic_steps < 1:
             raise ValueError(f"critic_steps: at least 1, not {self.critic_steps}")
+        unknown = [c for c in self.critics if c not in CRITICS]
+        if unknown or "wave" not in self.critics or len(set(self.critics)) != len(self.critics):
+            raise ValueError(f"critics: 'wave' and any of {', '.join(sorted(set(CRITICS) - {'wave'}))}, each once, not {self.critics}")
+        if not self.stft_ffts or any(n < 16 or n % 4 for n in self.stft_ffts) or self.stft_channels < 1:
+            raise ValueError(f"stft_ffts: multiples of 4 from 16, stft_channels: at least 1, not {self.stft_ffts} and {self.stft_channels}")
+        if not self.multiscale_scales or min(self.multiscale_scales) < 1 or self.multiscale_channels < 4 or self.multiscale_channels % 4:
+            raise ValueError(f"multiscale_scales: at least 1 each, multiscale_channels: a multiple of 4, not {self.multiscale_scales} and {self.multiscale_channels}")
+        if self.r1_gamma < 0 or self.r1_every < 1 or self.feature_matching < 0:
+            raise ValueError(f"r1_gamma and feature_matching: 0 (off) or more, r1_every: at least 1, not {self.r1_gamma}, {self.feature_matching} and {self.r1_every}")
+
+
+@dataclass
+class AugmentConfig:
+    """Adaptive augmentation of everything the critic sees, real and fake alike (training/augment.py, after ADA).
+
+    Each operation is applied to an item with probability p. Every `interval` critic steps p moves
+    toward keeping r = E[sign D(real)] at `target`: up while the critic is surer of the reals than that
+    (overfitting), down otherwise, by batch x interval / ramp_images, within [0, p_max].
+    """
+
+    enabled: bool = False
+    target: float = 0.6  # the r_t ADA aims at (Karras et al. 2020; ASGAN uses it for audio)
+    p_init: float = 0.0  # p at step 0
+    p_max: float = 0.8  # ADA found most augmentations leak into the output beyond about 0.8
+    interval: int = 4  # critic steps between adjustments of p
+    ramp_images: int = 20000  # real items the critic sees while p could rise from 0 to 1 (ADA: 500k, for runs 100x longer)
+    gain_db: float = 6.0  # gain: uniform in +-gain_db dB; 0 disables
+    polarity: bool = True  # polarity: multiply by -1
+    shift: float = 0.125  # time shift: uniform in +-shift x the segment; 0 disables
+    shift_mode: str = "zero"  # zero: the vacated samples are silence | circular: they wrap around
+    tilt_db: float = 6.0  # spectral tilt: a first-order filter whose DC-to-Nyquist gain ratio is uniform in +-tilt_db dB; 0 disables
+
+    def validate(self) -> None:
+        if not -1.0 <= self.target <= 1.0:
+            raise ValueError(f"target: E[sign D(real)] lies in [-1, 1], not {self.target}")
+        if not 0.0 <= self.p_init <= self.p_max <= 1.0:
+            raise ValueError(f"p_init and p_max: 0 <= p_init <= p_max <= 1, not {self.p_init} and {self.p_max}")
+        if self.interval < 1 or self.ramp_images < 1:
+            raise ValueError(f"interval and ramp_images: at least 1, not {self.interval} and {self.ramp_images}")
+        if self.gain_db < 0 or self.tilt_db < 0 or not 0.0 <= self.shift < 1.0:
+            raise ValueError(f"gain_db and tilt_db: 0 (off) or more, shift: a fraction in [0, 1), not {self.gain_db}, {self.tilt_db} and {self.shift}")
+        if self.shift_mode not in ("zero", "circular"):
+            raise ValueError(f"shift_mode: 'zero' or 'circular', not {self.shift_mode!r}")
 
 
 @dataclass
@@ -140,8 +202,9 @@ class ProgressiveConfig:
 class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    model: Any = field(default_factory=lambda: MODEL_CONFIGS["wavegan"]())
+    model: Any = field(default_factory=lambda: FAMILIES["wavegan"].config())
     loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
@@ -156,6 +219,10 @@ class TrainConfig:
         d["train"] = {k: v for k, v in d["train"].items() if k not in OPERATIONAL}
         if d["model"]["kind"] not in PROGRESSIVE_KINDS:
             del d["progressive"]  # unused: runs of other models keep the names they had before it existed
+        # Off, the recipe's settings leave the hash alone: runs keep the names they had before they existed.
+        d["loss"] = {k: v for k, v in d["loss"].items() if k not in RECIPE_LOSS_FIELDS or v != RECIPE_LOSS_FIELDS[k]}
+        if d["augment"] == asdict(AugmentConfig()):
+            del d["augment"]
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:8]
 
@@ -169,15 +236,23 @@ OPERATIONAL = frozenset({
     "eval_every", "eval_samples", "best_metric", "classifier",
 })
 
+# loss.* fields added with the spectral critics, R1 and feature matching, with their defaults.
+RECIPE_LOSS_FIELDS = {
+    f.name: getattr(LossConfig(), f.name)
+    for f in fields(LossConfig)
+    if f.name in ("critics", "stft_ffts", "stft_channels", "multiscale_scales", "multiscale_channels", "r1_gamma", "r1_every", "feature_matching")
+}
+
 SECTIONS: dict[str, type] = {
     "run": RunConfig,
     "data": DataConfig,
     "loss": LossConfig,
+    "augment": AugmentConfig,
     "optim": OptimConfig,
     "train": TrainLoopConfig,
     "progressive": ProgressiveConfig,
 }
-PROGRESSIVE_KINDS = frozenset({"progan"})  # model kinds that grow in stages and read the `progressive` section
+PROGRESSIVE_KINDS = frozenset(kind for kind, family in FAMILIES.items() if family.progressive)  # they read the `progressive` section
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -262,12 +337,15 @@ def config_from_dict(d: dict[str, Any], source: str = "config") -> TrainConfig:
         parts[name] = build_dataclass(cls, d.get(name) or {}, f"{source}: {name}")
     model = dict(d.get("model") or {})
     kind = model.get("kind", "wavegan")
-    if kind not in MODEL_CONFIGS:
-        raise ConfigError(f"{source}: model.kind: unknown model {kind!r} (known: {', '.join(sorted(MODEL_CONFIGS))})")
-    parts["model"] = build_dataclass(MODEL_CONFIGS[kind], model, f"{source}: model")
+    if kind not in FAMILIES:
+        raise ConfigError(f"{source}: model.kind: unknown model {kind!r} (known: {', '.join(sorted(FAMILIES))})")
+    parts["model"] = build_dataclass(FAMILIES[kind].config, model, f"{source}: model")
     # Saved configs hold every section, so only settings other than the defaults are an error.
     if parts["progressive"] != ProgressiveConfig() and kind not in PROGRESSIVE_KINDS:
         raise ConfigError(f"{source}: progressive: only models that grow in stages read it ({', '.join(sorted(PROGRESSIVE_KINDS))}), not {kind}")
+    if (parts["loss"].critics != ["wave"] or parts["augment"].enabled) and FAMILIES[kind].output is not OutputKind.WAVEFORM:
+        # The extra critics and the augmentations (tilt, shift) are defined on audio, not on spectrograms.
+        raise ConfigError(f"{source}: loss.critics beyond [wave] and augment.enabled need a model that outputs audio, not {kind}")
     return TrainConfig(**parts)
 
 
@@ -324,8 +402,8 @@ def describe_fields() -> str:
 
     for name, cls in SECTIONS.items():
         emit(name, cls)
-    for kind, cls in MODEL_CONFIGS.items():
-        emit("model", cls, f"  (model.kind={kind})")
+    for kind, family in FAMILIES.items():
+        emit("model", family.config, f"  (model.kind={kind})")
     return "\n".join(lines)
 
 

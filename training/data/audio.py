@@ -2,17 +2,18 @@
 
 Everything a file can do wrong is reported as a `SkipFile` carrying a short,
 human reason; the caller decides to warn and move on. Nothing here knows about
-segments beyond the one length check that makes a file useless.
+segments: `sound_span` finds where a clip's sound starts and ends, and the
+dataset decides what to trim, pad or skip.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
+
+from ganstream.core.resample import resample_clip
 
 # Lower-case suffixes searched for in a folder; anything else is ignored silently.
 AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".aifc")
@@ -38,14 +39,6 @@ def to_mono(frames: np.ndarray) -> np.ndarray:
     return frames.mean(axis=1, dtype=np.float32)
 
 
-def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """(T,) at rate_in -> (ceil(T * rate_out / rate_in),) float32 at rate_out (polyphase, Kaiser window)."""
-    if rate_in == rate_out:
-        return x.astype(np.float32, copy=False)
-    g = math.gcd(rate_in, rate_out)
-    return resample_poly(x, rate_out // g, rate_in // g).astype(np.float32, copy=False)
-
-
 def decode(path: Path, sample_rate: int) -> np.ndarray:
     """Reads any supported file -> (T,) float32 mono at `sample_rate`; raises SkipFile with the reason."""
     path = Path(path)
@@ -69,4 +62,17 @@ def decode(path: Path, sample_rate: int) -> np.ndarray:
         raise SkipFile("empty (no audio frames)")
     if not np.isfinite(x).all():
         raise SkipFile("corrupt (contains NaN or infinite samples)")
-    return resample(x, rate, sample_rate)
+    return resample_clip(x, rate, sample_rate)
+
+
+def sound_span(x: np.ndarray, rel_db: float) -> tuple[int, int]:
+    """(T,) clip -> (first, last + 1): the samples within `rel_db` (< 0) of its peak; (0, 0) for digital silence.
+
+    Relative to the peak rather than to full scale, so a quiet recording's
+    onset is found where a loud one's is.
+    """
+    peak = float(np.abs(x).max(initial=0.0))
+    if peak == 0.0:
+        return 0, 0
+    loud = np.flatnonzero(np.abs(x) >= peak * 10.0 ** (rel_db / 20.0))
+    return int(loud[0]), int(loud[-1]) + 1

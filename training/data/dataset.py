@@ -6,6 +6,11 @@ by a hash of everything that shapes them:
     <key>.audio.npy   (total,) float32, every usable clip back to back at the model rate
     <key>.index.npz   clip and segment tables plus a JSON `meta` string
 
+A folder's clips are shaped before they are written (`_shape_clip`): leading
+silence trimmed to just before the onset, clips shorter than a segment
+zero-padded at the end into exactly one segment that starts at the onset, and
+only silent clips or clicks too short to hold a sound skipped.
+
 The index is written last, so its presence means the audio beside it is whole;
 both go through a temp file and `os.replace`. A cache that fails to load or to
 match its index is rebuilt. Splits are chosen per clip at load time, so one
@@ -46,6 +51,11 @@ SPLITS = ("train", "holdout")
 # reached by a random offset is never blown up into full-scale noise.
 _PEAK_FLOOR = 1e-4
 _STALE_TEMP_S = 3600.0  # temp files untouched this long belong to a dead preparation
+# Kept before a clip's onset when its leading silence is trimmed: the first rise of an attack can
+# sit below data.trim_db, and a fixed lead costs the generator only 5 ms of learned latency.
+_ONSET_LEAD_S = 0.005
+# What the summary adds after a count of skipped files, where a setting would have kept them.
+_SKIP_HINTS = {"shorter than one segment": " (data.pad_short=true zero-pads them)"}
 
 
 class DataError(ValueError):
@@ -60,6 +70,24 @@ class _Layout:
     hop: int  # samples between nominal segment starts
     sample_rate: int
     silence_db: float | None  # None: no silence filter (synth sets are never silent)
+
+
+@dataclass(frozen=True)
+class _ClipRules:
+    """How a folder's clips are trimmed, padded or skipped (DataConfig's fields of the same names).
+
+    Synth clips are made to measure and never pass through these, so they stay
+    out of _Layout and out of the synth sets' cache keys.
+    """
+
+    pad_short: bool
+    trim_leading: bool
+    trim_db: float
+    min_ms: float
+
+    @classmethod
+    def of(cls, cfg: DataConfig) -> _ClipRules:
+        return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
 
 
 class AudioSegments:
@@ -161,6 +189,10 @@ def load_dataset(cfg: DataConfig, segment: int, seed: int, split: str = "train",
     _check(cfg, segment, split)
     hop = max(1, round(cfg.hop * segment))
     source = cfg.source
+    if source.startswith("set:"):  # a real set (real_sets.py), built on first use; from here on a folder
+        from . import real_sets  # imported here: it imports this module, and only these sources need it
+
+        source = str(real_sets.resolve_source(source, _cache_root(cfg)))
     if source.startswith(SYNTH_PREFIX):
         name = source[len(SYNTH_PREFIX) :]
         if name not in synth.SYNTH_SETS:
@@ -179,14 +211,19 @@ def load_dataset(cfg: DataConfig, segment: int, seed: int, split: str = "train",
                 f"data source {source!r} is neither an existing folder nor a synth set (known: {_synth_names()})"
             )
         layout = _Layout(segment, hop, cfg.sample_rate, cfg.silence_db)
+        rules = _ClipRules.of(cfg)
         files = _scan(folder)
         if not files:
             raise DataError(f"no audio files ({', '.join(audio.AUDIO_SUFFIXES)}) found in folder {folder}")
-        ident = {"kind": "folder", "files": [[str(p.relative_to(folder).as_posix()), s, m] for p, s, m in files]}
+        ident = {
+            "kind": "folder",
+            "files": [[str(p.relative_to(folder).as_posix()), s, m] for p, s, m in files],
+            "clips": dataclasses.asdict(rules),  # trimming and padding change what is cached
+        }
         tag = "".join(c if c.isalnum() or c in "-_" else "_" for c in folder.resolve().name)[:40] or "folder"
 
         def build(w: _AudioWriter) -> dict[str, Any]:
-            return _build_folder(w, folder, [p for p, _, _ in files], layout, progress)
+            return _build_folder(w, folder, [p for p, _, _ in files], layout, rules, progress)
 
     key = _cache_key(ident, layout)
     root = _cache_root(cfg)
@@ -213,6 +250,10 @@ def _check(cfg: DataConfig, segment: int, split: str) -> None:
         problems.append(f"data.holdout must be in [0, 1), got {cfg.holdout}")
     if cfg.synth_items < 1:
         problems.append(f"data.synth_items must be at least 1, got {cfg.synth_items}")
+    if not cfg.trim_db < 0:
+        problems.append(f"data.trim_db must be negative (dB below the peak), got {cfg.trim_db}")
+    if not cfg.min_ms >= 0:
+        problems.append(f"data.min_ms must be 0 or more, got {cfg.min_ms}")
     if problems:
         raise DataError("; ".join(problems))
 
@@ -254,32 +295,71 @@ def _segment_table(clip: np.ndarray, layout: _Layout) -> tuple[np.ndarray, np.nd
     return starts, 10.0 * np.log10(np.maximum(mean_square, 1e-30))
 
 
-def _build_folder(writer: _AudioWriter, folder: Path, files: list[Path], layout: _Layout, progress: bool) -> dict[str, Any]:
+def _shape_clip(clip: np.ndarray, layout: _Layout, rules: _ClipRules) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    """(T,) decoded clip -> (the clip as cached, its nominal segment starts, samples trimmed, padded?).
+
+    Raises SkipFile for a clip that is silent or too short to hold a sound, and
+    for one shorter than a segment when padding is off.
+    """
+    assert layout.silence_db is not None  # folders always filter silence
+    first, stop = audio.sound_span(clip, rules.trim_db)
+    if stop == 0:
+        raise audio.SkipFile("silent (every sample is zero)")
+    sound_ms = (stop - first) * 1000.0 / layout.sample_rate
+    if sound_ms < rules.min_ms:
+        raise audio.SkipFile(
+            f"too short to hold a sound ({sound_ms:.1f} ms within {rules.trim_db:g} dB of its peak < data.min_ms={rules.min_ms:g})"
+        )
+    lead = max(0, first - round(_ONSET_LEAD_S * layout.sample_rate)) if rules.trim_leading else 0
+    clip = clip[lead:]
+    if len(clip) >= layout.segment:
+        starts, level = _segment_table(clip, layout)
+        loud = level >= layout.silence_db
+        if not loud.any():
+            raise audio.SkipFile(f"silent (every segment below {layout.silence_db:g} dBFS)")
+        return clip, starts[loud], lead, False
+    if not rules.pad_short:
+        raise audio.SkipFile(f"shorter than one segment ({len(clip)} samples < {layout.segment}, and data.pad_short is false)")
+    # Measured over the clip's own samples: the padding would drag a quiet one-shot under the threshold.
+    level = 10.0 * np.log10(max(float(np.mean(np.square(clip, dtype=np.float64))), 1e-30))
+    if level < layout.silence_db:
+        raise audio.SkipFile(f"silent ({level:.1f} dBFS < {layout.silence_db:g})")
+    # One segment at offset 0 (its room is 0): random offsets would only slide the onset into the padding.
+    return np.pad(clip, (0, layout.segment - len(clip))), np.zeros(1, np.int64), lead, True
+
+
+def _build_folder(
+    writer: _AudioWriter, folder: Path, files: list[Path], layout: _Layout, rules: _ClipRules, progress: bool
+) -> dict[str, Any]:
     tables = _Tables()
     skipped: Counter[str] = Counter()
     names: list[str] = []
+    padded = trimmed = 0
     # While the bar is drawn, console log lines go through tqdm.write so they do not tear it.
     with logging_redirect_tqdm() if progress else contextlib.nullcontext():
         for path in tqdm(files, desc=f"decoding {folder.name}", unit="file", disable=not progress, leave=False):
             rel = path.relative_to(folder).as_posix()
             try:
-                clip = audio.decode(path, layout.sample_rate)
-                if len(clip) < layout.segment:
-                    raise audio.SkipFile(f"shorter than one segment ({len(clip)} samples < {layout.segment})")
-                starts, level = _segment_table(clip, layout)
-                loud = level >= layout.silence_db
-                if not loud.any():
-                    raise audio.SkipFile(f"silent (every segment below {layout.silence_db:g} dBFS)")
+                clip, starts, lead, pad = _shape_clip(audio.decode(path, layout.sample_rate), layout, rules)
             except audio.SkipFile as e:
                 reason = str(e)
                 log.warning("skipped %s: %s", path, reason)
                 skipped[reason.split(" (")[0]] += 1
                 continue
-            tables.add(writer.append(clip), len(clip), starts[loud], layout.segment)
+            tables.add(writer.append(clip), len(clip), starts, layout.segment)
             names.append(rel)
+            padded += pad
+            trimmed += lead > 0
     summary = f"used {len(names)} files, skipped {sum(skipped.values())}"
     if skipped:
-        summary += ": " + ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
+        summary += ": " + ", ".join(f"{n} {why}{_SKIP_HINTS.get(why, '')}" for why, n in sorted(skipped.items()))
+    if padded:
+        summary += (
+            f"; {padded} of the {len(names)} used were shorter than one segment ({layout.segment} samples) "
+            "and are zero-padded at the end"
+        )
+    if trimmed:
+        summary += f"; {trimmed} had leading silence trimmed to {_ONSET_LEAD_S * 1000:g} ms before the onset"
     if not names:
         raise DataError(f"no usable audio in folder {folder}: {summary}")
     (log.warning if skipped else log.info)("%s: %s (%d segments)", folder, summary, tables.count())

@@ -1,46 +1,30 @@
 """Generators and critics: pure `nn.Module`s, each built from its config dataclass.
 
-`MODELS` maps `model.kind` to (config, generator, critic). Export imports
-`build_generator` (and `build_vocoder`, for the reconstruction network) and
-nothing of the training loop.
+`FAMILIES` (models/families.py) maps `model.kind` to its family: config, generator,
+critic, the run that trains it, what it outputs and how tests shrink it. Export imports
+`build_generator` (and `build_vocoder`, for the reconstruction network) and nothing of
+the training loop.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .dcgan1d import DCGAN1DConfig, DCGAN1DCritic, DCGAN1DGenerator
-from .progan import ProGANConfig, ProGANCritic, ProGANGenerator
-from .specdcgan import SpecDCGANConfig, SpecDCGANCritic, SpecDCGANGenerator
-from .specgan import SpecGANConfig, SpecGANCritic, SpecGANGenerator
+from .families import FAMILIES, Family, LatentGenerator, OutputKind, UnknownModelKind, family, family_of
 from .vocoder import Vocoder, VocoderConfig
-from .wavegan import WaveGANConfig, WaveGANCritic, WaveGANGenerator
 
-
-class ModelFamily(NamedTuple):
-    config: type
-    generator: type[nn.Module]
-    critic: type[nn.Module]
-
-
-MODELS: dict[str, ModelFamily] = {
-    "wavegan": ModelFamily(WaveGANConfig, WaveGANGenerator, WaveGANCritic),
-    "dcgan1d": ModelFamily(DCGAN1DConfig, DCGAN1DGenerator, DCGAN1DCritic),
-    # Spectrogram GANs: (B, 1, bins, frames) normalised log-magnitude (models/spectrogram.py).
-    "specgan": ModelFamily(SpecGANConfig, SpecGANGenerator, SpecGANCritic),
-    "specdcgan": ModelFamily(SpecDCGANConfig, SpecDCGANGenerator, SpecDCGANCritic),
-    "progan": ModelFamily(ProGANConfig, ProGANGenerator, ProGANCritic),
-}
-VOCODER_KIND = "vocoder"  # model.kind of the reconstruction network (models/vocoder.py): not a GAN, so not in MODELS
-MODEL_CONFIGS: dict[str, type] = {**{kind: family.config for kind, family in MODELS.items()}, VOCODER_KIND: VocoderConfig}
+__all__ = [
+    "FAMILIES", "Family", "LatentGenerator", "OutputKind", "UnknownModelKind", "family", "family_of",
+    "build_generator", "build_critic", "build_vocoder", "sample_latents",
+]
 
 
 def build_generator(cfg: Any) -> nn.Module:
     """The generator for a model config; `cfg.kind` picks the family."""
-    return MODELS[cfg.kind].generator(cfg)
+    return family_of(cfg).generator(cfg)
 
 
 def build_vocoder(cfg: VocoderConfig) -> Vocoder:
@@ -50,7 +34,10 @@ def build_vocoder(cfg: VocoderConfig) -> Vocoder:
 
 def build_critic(cfg: Any) -> nn.Module:
     """The critic for a model config; it returns one raw score (logit) per item."""
-    return MODELS[cfg.kind].critic(cfg)
+    critic = family_of(cfg).critic
+    if critic is None:
+        raise ValueError(f"model {cfg.kind!r} has no critic")
+    return critic(cfg)
 
 
 def sample_latents(cfg: Any, n: int, generator: torch.Generator | None = None, device: Any = None) -> Tensor:

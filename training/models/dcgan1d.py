@@ -63,6 +63,10 @@ class DCGAN1DGenerator(nn.Module):
         layers += [nn.ConvTranspose1d(chans[-1], cfg.channels, 10, 2, bias=False), nn.Tanh()]
         self.main = nn.Sequential(*layers)
 
+    def early_features(self, z: Tensor) -> Tensor:
+        """(B, latent_dim) -> (B, 4 * ngf): the first block's output (transposed conv, BatchNorm, LeakyReLU, Dropout)."""
+        return self.main[:4](z.unsqueeze(-1)).flatten(1)
+
     def forward(self, z: Tensor) -> Tensor:
         """(B, latent_dim) -> (B, channels, segment) audio in [-1, 1]."""
         x = self.main(z.unsqueeze(-1))

@@ -172,10 +172,21 @@ class ProGANGenerator(SpectrogramGenerator):
         self.to_spec = nn.ModuleList(EqualizedConv2d(cfg.channels(s), 1, 1, gain=1.0) for s in range(cfg.stages))
         self.pixel_norm = PixelNorm()
 
+    def _base(self, z: Tensor) -> Tensor:
+        """(B, latent_dim) -> (B, channels(0), base_bins, base_frames): the base block, which every stage starts from."""
+        return self.first(self.dense(self.pixel_norm(z)).view(z.shape[0], *self.base))
+
+    def early_features(self, z: Tensor) -> Tensor:
+        """(B, latent_dim) -> (B, channels(0) * base_bins * base_frames): the base block's output.
+
+        It is the earliest layer of the network export runs (the last stage, alpha 1), and the
+        same at every stage, so a run's controls do not depend on how far it grew."""
+        return self._base(z).flatten(1)
+
     def forward(self, z: Tensor, stage: int | None = None, alpha: float = 1.0) -> Tensor:
         """(B, latent_dim) -> (B, 1, *cfg.resolution(stage)) normalised log-magnitude; stage None: the last."""
         stage = _check_stage(stage, self.cfg.stages)
-        x = self.first(self.dense(self.pixel_norm(z)).view(z.shape[0], *self.base))
+        x = self._base(z)
         for s in range(1, stage):
             x = self.blocks[s](x)
         if stage == 0:

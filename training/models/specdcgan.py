@@ -97,6 +97,11 @@ class SpecDCGANGenerator(SpectrogramGenerator):
             layers.append(nn.ConvTranspose2d(chans[-2], 1, (cfg.bins, 4), (1, 2), padding=(0, 1), bias=False))  # bins x frames
         self.main = nn.Sequential(*layers, nn.Tanh())
 
+    def early_features(self, z: Tensor) -> Tensor:
+        """(B, latent_dim) -> (B, C * 4) ("own": a 1 x 4 map) or (B, C * 16) ("square": 4 x 4), C = generator_channels()[0]
+        (16 ngf at 128 frames): the first block's output (the transposed convolution from the latent, BatchNorm, ReLU)."""
+        return self.main[:3](z[:, :, None, None]).flatten(1)
+
     def forward(self, z: Tensor) -> Tensor:
         """(B, latent_dim) -> (B, 1, bins, frames) normalised log-magnitude in [-1, 1]."""
         return self.main(z[:, :, None, None])

@@ -57,10 +57,17 @@ class SpecGANGenerator(SpectrogramGenerator):
                 layers.append(nn.ReLU())
         self.body = nn.Sequential(*layers)
 
+    def _first(self, z: Tensor) -> Tensor:
+        """(B, latent_dim) -> (B, 16d, bins / 32, frames / 32): the dense layer, reshaped and rectified."""
+        return torch.relu(self.dense(z).view(z.shape[0], *self.start))
+
+    def early_features(self, z: Tensor) -> Tensor:
+        """(B, latent_dim) -> (B, 16d * bins/32 * frames/32): the dense layer's output as the first transposed convolution reads it."""
+        return self._first(z).flatten(1)
+
     def forward(self, z: Tensor) -> Tensor:
         """(B, latent_dim) -> (B, 1, bins, frames) normalised log-magnitude in [-1, 1]."""
-        x = torch.relu(self.dense(z).view(z.shape[0], *self.start))
-        return torch.tanh(self.body(x))
+        return torch.tanh(self.body(self._first(z)))
 
 
 class SpecGANCritic(nn.Module):

@@ -88,11 +88,18 @@ class WaveGANGenerator(nn.Module):
         self.body = nn.Sequential(*layers)
         self.post = nn.Conv1d(cfg.channels, cfg.channels, cfg.post_filter, bias=False) if cfg.post_filter else None
 
+    def _first(self, z: Tensor) -> Tensor:
+        """(B, latent_dim) -> (B, first_channels, 16): the dense layer, reshaped, normalised and rectified."""
+        x = self.dense(z).view(z.shape[0], self.first_channels, 16)
+        return F.relu(self.first_norm(x))
+
+    def early_features(self, z: Tensor) -> Tensor:
+        """(B, latent_dim) -> (B, 16 * first_channels): the dense layer's output as the first convolution reads it."""
+        return self._first(z).flatten(1)
+
     def forward(self, z: Tensor) -> Tensor:
         """(B, latent_dim) -> (B, channels, segment) audio in [-1, 1]."""
-        x = self.dense(z).view(z.shape[0], self.first_channels, 16)
-        x = F.relu(self.first_norm(x))
-        x = torch.tanh(self.body(x))
+        x = torch.tanh(self.body(self._first(z)))
         if self.post is not None:
             # 'same' filtering needs asymmetric padding for even filter lengths.
             k = self.cfg.post_filter

@@ -1,0 +1,684 @@
+"""The bundle's manifest.json (docs/bundle.md, format versions 1 and 2), as typed dataclasses: the schema's one home.
+
+The writer (`ganstream.export.bundle`) builds a `Manifest` and writes `Manifest.dumps()`;
+the reader (`ganstream.realtime.bundle`) parses with `Manifest.from_json` and adds only what
+needs the bundle's files and ONNX Runtime (sizes, sha256s, .npy contents, graph signatures).
+
+`from_json` is strict: every rule of docs/bundle.md that the manifest alone can break is
+checked here, and each failure is one `BundleError` naming the file and the JSON path of the
+field (`graphs.generator.inputs[0].shape`). Constructing a dataclass directly checks nothing:
+the writer re-reads every bundle it writes. `to_json` gives back the JSON object, keys in the
+documented order, so `from_json(to_json(m)) == m` and a manifest read from a file writes the
+same file again. Keys the page does not describe are ignored on reading, so they are not
+written back.
+
+numpy and the standard library only (no torch, no onnxruntime): both sides import it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping, NoReturn
+
+import numpy as np
+
+from .spectral import SpectralParams
+
+FORMAT = "ganstream-bundle"
+MANIFEST = "manifest.json"
+WAVEFORM_VERSION = 1  # waveform bundles
+SPECTRAL_VERSION = 2  # adds spectral and reconstruction bundles
+VERSIONS = (WAVEFORM_VERSION, SPECTRAL_VERSION)
+# model.kind -> the format version it came with: the lowest a writer may write for it, so hosts
+# that read only version 1 (ganstream 0.1.0) keep playing waveform bundles.
+FIRST_VERSION = {"waveform": WAVEFORM_VERSION, "spectral": SPECTRAL_VERSION, "reconstruction": SPECTRAL_VERSION}
+KINDS = tuple(FIRST_VERSION)
+# model.kind -> (graph roles it may have, roles it must have)
+ROLES = {
+    "waveform": (("generator",), ("generator",)),
+    "spectral": (("generator", "reconstruction", "fused"), ("generator", "reconstruction")),
+    "reconstruction": (("reconstruction",), ("reconstruction",)),
+}
+# Why a caller that cannot use a kind refuses it (Manifest.from_json's `kinds`).
+UNUSABLE = {
+    "waveform": "the bundle has no reconstruction network (its generator outputs audio)",
+    "reconstruction": (
+        "the bundle holds a reconstruction network and no generator, so there is nothing to play; "
+        "use it with `ganstream eval-reconstruction --network`, or export a spectral GAN with it"
+    ),
+}
+BATCH = "batch"  # the dynamic batch axis in a tensor's shape
+DISTRIBUTIONS = ("uniform", "normal")
+DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
+ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}  # ONNX Runtime's type names -> DTYPES keys
+PRECISIONS = ("fp32", "fp16")
+STREAMING_MODES = ("crossfade", "texture")
+CONTROL_KINDS = ("principal", "descriptor")
+DESCRIPTORS = ("loudness", "spectral_centroid", "spectral_flatness")
+
+
+class BundleError(ValueError):
+    """A bundle that breaks the contract: `file` names the file, `field` the manifest field if any."""
+
+    def __init__(self, file: str, problem: str, field: str | None = None):
+        self.file = file
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{file}: {problem}")
+
+
+def sha256_file(path: Path) -> str:
+    """The lower-case hex sha256 of a file, read in 1 MiB blocks (ONNX graphs run to hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# The sections, innermost first
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output as the manifest declares it; `shape` holds ints and "batch"."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str = "float32"  # a DTYPES key
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return DTYPES[self.dtype]
+
+    @classmethod
+    def from_json(cls, data: Any, file: str = MANIFEST, path: str = "tensor") -> TensorSpec:
+        f = _section(data, file, path, "an object with name, shape and dtype")
+        name = f.string(data, "name", path)
+        shape = f.get(data, "shape", path)
+        if not isinstance(shape, list) or not shape or not all((_is_int(d) and d >= 1) or d == BATCH for d in shape):
+            f.fail(f"{path}.shape", f'must be a non-empty list of positive integers and "batch", got {json_brief(shape)}')
+        return cls(name, tuple(shape), f.string(data, "dtype", path, tuple(DTYPES)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class Graph:
+    """`graphs.<role>`: an ONNX file, its signature in graph order, and how it was exported."""
+
+    file: str  # relative to the bundle
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    precision: str  # of the weights: "fp32" or "fp16"
+    opset: int
+    parity_max_abs_error: float
+
+    @classmethod
+    def from_json(cls, data: Any, file: str = MANIFEST, path: str = "graphs.generator") -> Graph:
+        f = _section(data, file, path)
+        return cls(
+            file=f.relative(data, "file", path),
+            inputs=_tensors(data, "inputs", path, f),
+            outputs=_tensors(data, "outputs", path, f),
+            precision=f.string(data, "precision", path, PRECISIONS),
+            opset=f.integer(data, "opset", path, minimum=1),
+            parity_max_abs_error=f.number(data, "parity_max_abs_error", path, minimum=0.0),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "inputs": [t.to_json() for t in self.inputs],
+            "outputs": [t.to_json() for t in self.outputs],
+            "precision": self.precision,
+            "opset": self.opset,
+            "parity_max_abs_error": self.parity_max_abs_error,
+        }
+
+
+def _tensors(g: dict, key: str, prefix: str, f: _Fields) -> tuple[TensorSpec, ...]:
+    value = f.get(g, key, prefix)
+    path = f"{prefix}.{key}"
+    if not isinstance(value, list) or not value:
+        f.fail(path, f"must be a non-empty list of {{name, shape, dtype}}, got {json_brief(value)}")
+    return tuple(TensorSpec.from_json(t, f.label, f"{path}[{i}]") for i, t in enumerate(value))
+
+
+@dataclass(frozen=True)
+class Latent:
+    size: int  # D
+    distribution: str  # "uniform" (each component in [-1, 1]) or "normal"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"size": self.size, "distribution": self.distribution}
+
+
+@dataclass(frozen=True)
+class Model:
+    """`model`: what the bundle generates. A reconstruction bundle has no latent."""
+
+    kind: str  # a KINDS entry
+    architecture: str  # the training config's model.kind; informational
+    sample_rate: int
+    segment: int  # samples per generated segment
+    latent: Latent | None
+
+    @classmethod
+    def from_json(cls, data: Any, file: str = MANIFEST, path: str = "model") -> Model:
+        f = _section(data, file, path)
+        kind = f.string(data, "kind", path, KINDS)
+        architecture = f.string(data, "architecture", path)
+        sample_rate = f.integer(data, "sample_rate", path, minimum=1)
+        segment = f.integer(data, "segment", path, minimum=1)
+        latent = None
+        if kind != "reconstruction":
+            section = f.section(data, "latent", path)
+            p = f"{path}.latent"
+            latent = Latent(f.integer(section, "size", p, minimum=1), f.string(section, "distribution", p, DISTRIBUTIONS))
+        return cls(kind, architecture, sample_rate, segment, latent)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"kind": self.kind, "architecture": self.architecture, "sample_rate": self.sample_rate, "segment": self.segment}
+        if self.latent is not None:
+            out["latent"] = self.latent.to_json()
+        return out
+
+
+@dataclass(frozen=True)
+class NormFiles:
+    """`spectral.norm`: the per-bin statistics' side files and the clip they were applied with."""
+
+    mean: str  # relative path of a little-endian float32 (bins,) .npy
+    std: str
+    clip: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "clip": self.clip}
+
+
+@dataclass(frozen=True)
+class Spectral:
+    """`spectral`: the front end of a spectral or reconstruction bundle."""
+
+    params: SpectralParams
+    bins: int  # frequency rows of a spectrogram (what `params` make)
+    frames: int  # spectrogram columns per generated segment
+    norm: NormFiles
+
+    @classmethod
+    def from_json(cls, data: Any, file: str = MANIFEST, path: str = "spectral") -> Spectral:
+        f = _section(data, file, path)
+        raw = f.section(data, "params", path)
+        try:
+            params = SpectralParams.from_dict(raw, f"{path}.params")
+        except (TypeError, ValueError, KeyError) as e:
+            f.fail(f"{path}.params", f"are not valid spectral parameters: {one_line(str(e))}")
+        bins = f.integer(data, "bins", path, minimum=1)
+        if bins != params.bins:
+            f.fail(f"{path}.bins", f"is {bins} but `{path}.params` make {params.bins} bins")
+        frames = f.integer(data, "frames", path, minimum=1)
+        norm = f.section(data, "norm", path)
+        p = f"{path}.norm"
+        clip = f.number(norm, "clip", p, positive=True)
+        return cls(params, bins, frames, NormFiles(f.relative(norm, "mean", p), f.relative(norm, "std", p), clip))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"params": self.params.to_dict(), "bins": self.bins, "frames": self.frames, "norm": self.norm.to_json()}
+
+
+@dataclass(frozen=True)
+class ControlItem:
+    """A named latent direction: a knob at value v adds v * scale * controls[row] to the latent.
+
+    Principal items carry explained_variance; descriptor items carry descriptor and r2."""
+
+    name: str
+    kind: str  # "principal" or "descriptor"
+    row: int
+    scale: float
+    explained_variance: float | None = None
+    descriptor: str | None = None  # a DESCRIPTORS entry
+    r2: float | None = None
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """The kind's own fields: explained_variance, or descriptor and r2."""
+        return {k: v for k, v in self.to_json().items() if k not in ("name", "kind", "row", "scale")}
+
+    @classmethod
+    def from_json(cls, data: Any, file: str = MANIFEST, path: str = "controls.items[0]") -> ControlItem:
+        f = _section(data, file, path)
+        name = f.string(data, "name", path)
+        kind = f.string(data, "kind", path, CONTROL_KINDS)
+        row = f.integer(data, "row", path, minimum=0)
+        scale = f.number(data, "scale", path, positive=True)
+        if kind == "principal":
+            return cls(name, kind, row, scale, explained_variance=f.number(data, "explained_variance", path, minimum=0.0))
+        return cls(name, kind, row, scale, descriptor=f.string(data, "descriptor", path, DESCRIPTORS), r2=f.number(data, "r2", path))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind, "row": self.row, "scale": self.scale}
+        if self.kind == "principal":
+            out["explained_variance"] = self.explained_variance
+        else:
+            out["descriptor"] = self.descriptor
+            out["r2"] = self.r2
+        return out
+
+
+@dataclass(frozen=True)
+class Controls:
+    """`controls`: a float32 (n, D) .npy of latent directions and the named items pointing at its rows."""
+
+    file: str
+    items: tuple[ControlItem, ...]
+
+    @classmethod
+    def from_json(cls, data: Any, file: str = MANIFEST, path: str = "controls") -> Controls:
+        f = _section(data, file, path, "an object or null")
+        rel = f.relative(data, "file", path)
+        raw = f.get(data, "items", path)
+        if not isinstance(raw, list):
+            f.fail(f"{path}.items", f"must be a list, got {json_brief(raw)}")
+        items, seen = [], set()
+        for i, it in enumerate(raw):
+            item = ControlItem.from_json(it, file, f"{path}.items[{i}]")
+            if item.name in seen:
+                f.fail(f"{path}.items[{i}].name", f"repeats the control name {item.name!r}; names must be unique")
+            seen.add(item.name)
+            items.append(item)
+        return cls(rel, tuple(items))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "items": [item.to_json() for item in self.items]}
+
+
+@dataclass(frozen=True)
+class StreamingSettings:
+    """`streaming`: the recommended streaming settings for hosts."""
+
+    mode: str  # "crossfade" or "texture"
+    crossfade: int  # samples of the equal-power crossfade between segments
+    texture_overlap: int  # segments overlapping at each instant in texture mode
+    latent_smoothing_s: float
+    walk_rate: float  # Hz
+    walk_depth: float  # latent units
+
+    @classmethod
+    def from_json(cls, data: Any, file: str = MANIFEST, path: str = "streaming", *, segment: int) -> StreamingSettings:
+        """segment: model.segment, which bounds the crossfade and which the overlap must divide."""
+        f = _section(data, file, path)
+        mode = f.string(data, "mode", path, STREAMING_MODES)
+        crossfade = f.integer(data, "crossfade", path, minimum=0)
+        if crossfade > segment // 2:
+            f.fail(f"{path}.crossfade", f"is {crossfade}, more than half the segment ({segment} samples)")
+        overlap = f.integer(data, "texture_overlap", path, minimum=1)
+        if segment % overlap:
+            f.fail(f"{path}.texture_overlap", f"is {overlap}, which does not divide the segment ({segment} samples)")
+        return cls(
+            mode=mode,
+            crossfade=crossfade,
+            texture_overlap=overlap,
+            latent_smoothing_s=f.number(data, "latent_smoothing_s", path, minimum=0.0),
+            walk_rate=f.number(data, "walk_rate", path, minimum=0.0),
+            walk_depth=f.number(data, "walk_depth", path, minimum=0.0),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "crossfade": self.crossfade,
+            "texture_overlap": self.texture_overlap,
+            "latent_smoothing_s": self.latent_smoothing_s,
+            "walk_rate": self.walk_rate,
+            "walk_depth": self.walk_depth,
+        }
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """`files.<path>`: a bundle file's sha256 (lower-case hex) and size in bytes."""
+
+    sha256: str
+    bytes: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileEntry:
+        """The entry of a file on disk."""
+        return cls(sha256_file(path), Path(path).stat().st_size)
+
+    @classmethod
+    def from_json(cls, data: Any, file: str = MANIFEST, path: str = "files") -> FileEntry:
+        f = _section(data, file, path, "an object with sha256 and bytes")
+        digest = f.string(data, "sha256", path)
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            f.fail(f"{path}.sha256", f"must be 64 lower-case hex digits, got {json_brief(digest)}")
+        return cls(digest, f.integer(data, "bytes", path, minimum=0))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "bytes": self.bytes}
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole manifest
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """manifest.json. `provenance` stays a plain object: it is informational, and a loader only
+    requires it to be one (docs/bundle.md), so its keys are neither typed nor checked."""
+
+    format_version: int
+    name: str
+    model: Model
+    graphs: dict[str, Graph]  # role -> graph, in the file's order
+    spectral: Spectral | None  # None for waveform bundles
+    controls: Controls | None
+    streaming: StreamingSettings | None  # None for reconstruction bundles
+    files: dict[str, FileEntry]  # every file but manifest.json
+    provenance: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return self.model.kind
+
+    @classmethod
+    def from_json(cls, data: Any, file: str = MANIFEST, kinds: tuple[str, ...] = KINDS) -> Manifest:
+        """A parsed JSON manifest, checked field by field and against itself; raises BundleError.
+
+        file: how errors name the manifest. kinds: the model kinds the caller can use; another
+        is refused right after format and version, saying why (UNUSABLE)."""
+        f = _Fields(file)
+        if not isinstance(data, dict):
+            raise BundleError(file, f"must hold a JSON object, got {type(data).__name__}")
+        # Format and version first: a newer manifest may be shaped differently.
+        version = _format_version(data, f)
+        name = f.string(data, "name")
+        model = Model.from_json(f.get(data, "model"), file)
+        if version < FIRST_VERSION[model.kind]:
+            f.fail(
+                "model.kind",
+                f"is {json_brief(model.kind)}, which format version {version} does not have (it came with version {FIRST_VERSION[model.kind]})",
+            )
+        if model.kind not in kinds:
+            f.fail("model.kind", f"is {json_brief(model.kind)}: {UNUSABLE.get(model.kind, 'this reader does not take it')}")
+        if model.kind == "waveform" and f.get(data, "spectral") is not None:
+            f.fail("spectral", f"must be null in a waveform bundle, got {json_brief(data['spectral'])}")
+
+        files = _files(data, f)
+        graphs = _graphs(data, f, model.kind, files)
+        spectral = None
+        if model.kind != "waveform":
+            spectral = Spectral.from_json(f.get(data, "spectral"), file)
+            if spectral.params.sample_rate != model.sample_rate:
+                f.fail("spectral.params.sample_rate", f"is {spectral.params.sample_rate} but `model.sample_rate` is {model.sample_rate}")
+            for key in ("mean", "std"):
+                _listed(getattr(spectral.norm, key), files, f, f"spectral.norm.{key}", " (so its sha256 cannot be checked)")
+        _check_signatures(graphs, model, spectral, f)
+
+        if model.kind == "reconstruction":
+            for key in ("controls", "streaming"):
+                if f.get(data, key) is not None:
+                    f.fail(key, f"must be null in a reconstruction bundle, got {json_brief(data[key])}")
+            controls, streaming = None, None
+        else:
+            raw = f.section(data, "controls", nullable=True)
+            controls = None if raw is None else Controls.from_json(raw, file)
+            if controls is not None:
+                _listed(controls.file, files, f, "controls.file")
+            streaming = StreamingSettings.from_json(f.get(data, "streaming"), file, segment=model.segment)
+        provenance = f.section(data, "provenance")
+        return cls(version, name, model, graphs, spectral, controls, streaming, files, provenance)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": self.format_version,
+            "name": self.name,
+            "model": self.model.to_json(),
+            "graphs": {role: graph.to_json() for role, graph in self.graphs.items()},
+            "spectral": None if self.spectral is None else self.spectral.to_json(),
+            "controls": None if self.controls is None else self.controls.to_json(),
+            "streaming": None if self.streaming is None else self.streaming.to_json(),
+            "files": {rel: entry.to_json() for rel, entry in self.files.items()},
+            "provenance": self.provenance,
+        }
+
+    def dumps(self) -> str:
+        """manifest.json's text, as the writer writes it."""
+        return json.dumps(self.to_json(), indent=2) + "\n"
+
+    @classmethod
+    def read(cls, path: Path, label: str | None = None, kinds: tuple[str, ...] = KINDS) -> Manifest:
+        """Reads and checks a manifest.json file; label: how errors name it (default: its path)."""
+        label = label or str(path)
+        return cls.from_json(read_json(path, label), label, kinds)
+
+
+def read_json(path: Path, label: str) -> Any:
+    """A manifest file's JSON, refusing what json.loads lets by: non-UTF-8 text, duplicate keys, NaN and Infinity."""
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+        out = {}
+        for k, v in pairs:
+            if k in out:
+                raise ValueError(f"duplicate key {k!r}")
+            out[k] = v
+        return out
+
+    def no_constant(name: str) -> NoReturn:
+        raise ValueError(f"{name} is not valid JSON")
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise BundleError(label, f"is not UTF-8 text: {e.reason} at byte {e.start}") from None
+    try:
+        return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constant)
+    except json.JSONDecodeError as e:
+        raise BundleError(label, f"is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+    except ValueError as e:
+        raise BundleError(label, f"is not valid JSON: {e}") from None
+
+
+def _format_version(manifest: dict, f: _Fields) -> int:
+    fmt = f.get(manifest, "format")
+    if fmt != FORMAT:
+        f.fail("format", f"must be {json_brief(FORMAT)}, got {json_brief(fmt)}: this is not a ganstream bundle manifest")
+    version = f.get(manifest, "format_version")
+    if not _is_int(version) or version not in VERSIONS:
+        supported = ", ".join(map(str, VERSIONS))
+        hint = ": upgrade ganstream to play this bundle" if _is_int(version) and version > max(VERSIONS) else ""
+        f.fail("format_version", f"is {json_brief(version)}, but ganstream {_version()} reads format version {supported} only{hint}")
+    return version
+
+
+def _files(manifest: dict, f: _Fields) -> dict[str, FileEntry]:
+    files = f.section(manifest, "files")
+    out = {}
+    for rel, entry in files.items():
+        path = f"files.{rel}"
+        _relative(rel, f, path)
+        if rel == MANIFEST:
+            f.fail(path, "must not be listed: `files` lists every file except manifest.json")
+        out[rel] = FileEntry.from_json(entry, f.label, path)
+    return out
+
+
+def _graphs(manifest: dict, f: _Fields, kind: str, files: dict[str, FileEntry]) -> dict[str, Graph]:
+    section = f.section(manifest, "graphs")
+    allowed, required = ROLES[kind]
+    for role in required:
+        f.section(section, role, "graphs")
+    extra = [role for role in section if role not in allowed]
+    if extra:
+        only = ", ".join(f"`{role}`" for role in allowed)
+        f.fail(f"graphs.{extra[0]}", f"is not a graph role of a {kind} bundle (only {only})")
+    graphs = {}
+    for role, entry in section.items():
+        graphs[role] = Graph.from_json(entry, f.label, f"graphs.{role}")
+        _listed(graphs[role].file, files, f, f"graphs.{role}.file", " (so its sha256 cannot be checked)")
+    return graphs
+
+
+def _listed(rel: str, files: Mapping[str, FileEntry], f: _Fields, path: str, why: str = "") -> None:
+    if rel not in files:
+        f.fail(path, f"names {rel!r}, which is not listed in `files`{why}")
+
+
+def _check_signatures(graphs: dict[str, Graph], model: Model, spectral: Spectral | None, f: _Fields) -> None:
+    """Each graph's declared signature against the model and the front end (docs/bundle.md, Checks)."""
+    if spectral is not None:
+        frames = [BATCH, spectral.bins, spectral.frames]
+        what = "the spectrogram, `spectral.bins` by `spectral.frames`"
+        if "generator" in graphs:
+            _one_tensor(graphs["generator"], "generator", f, "inputs", [BATCH, model.latent.size], "the latent, of `model.latent.size`")
+            _one_tensor(graphs["generator"], "generator", f, "outputs", frames, what)
+        _one_tensor(graphs["reconstruction"], "reconstruction", f, "inputs", frames, what)
+        _one_tensor(graphs["reconstruction"], "reconstruction", f, "outputs", [BATCH, model.segment], "the audio, of `model.segment` samples")
+    for role in ("fused",) if spectral is not None else ("generator",):
+        if role in graphs:
+            _latent_to_audio(graphs[role], role, f, model)
+
+
+def _latent_to_audio(gen: Graph, role: str, f: _Fields, model: Model) -> None:
+    p = f"graphs.{role}"
+    if len(gen.inputs) != 1:
+        f.fail(f"{p}.inputs", f"must list exactly one input (the latent), got {len(gen.inputs)}")
+    if len(gen.outputs) != 1:
+        f.fail(f"{p}.outputs", f"must list exactly one output (the audio), got {len(gen.outputs)}")
+    z, audio = gen.inputs[0].shape, gen.outputs[0].shape
+    if len(z) != 2 or z[0] != BATCH or not _is_int(z[1]):
+        f.fail(f"{p}.inputs[0].shape", f'must be ["batch", D], got {json_brief(list(z))}')
+    if z[1] != model.latent.size:
+        f.fail(
+            f"{p}.inputs[0].shape",
+            f"is {json_brief(list(z))} but `model.latent.size` is {model.latent.size}: the latent sizes must agree",
+        )
+    if len(audio) != 2 or audio[0] != BATCH or not _is_int(audio[1]):
+        f.fail(f"{p}.outputs[0].shape", f'must be ["batch", segment], got {json_brief(list(audio))}')
+    if audio[1] != model.segment:
+        f.fail(
+            f"{p}.outputs[0].shape",
+            f"is {json_brief(list(audio))} but `model.segment` is {model.segment}: the generator's output length must be the segment",
+        )
+
+
+def _one_tensor(graph: Graph, role: str, f: _Fields, side: str, want: list, what: str) -> None:
+    specs = graph.inputs if side == "inputs" else graph.outputs
+    p = f"graphs.{role}.{side}"
+    if len(specs) != 1:
+        f.fail(p, f"must list exactly one {side[:-1]} ({what}), got {len(specs)}")
+    if list(specs[0].shape) != want:
+        f.fail(f"{p}[0].shape", f"is {json_brief(list(specs[0].shape))} but must be {json_brief(want)}: {what}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed reads
+
+
+def _section(data: Any, file: str, path: str, what: str = "an object") -> _Fields:
+    """The typed reader of a section, once the section is known to be a JSON object."""
+    f = _Fields(file)
+    if not isinstance(data, dict):
+        f.fail(path, f"must be {what}, got {json_brief(data)}")
+    return f
+
+
+class _Fields:
+    """Typed reads from a parsed manifest; each failure names the file and the JSON path."""
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def fail(self, path: str, problem: str) -> NoReturn:
+        raise BundleError(self.label, f"`{path}` {problem}", path)
+
+    def get(self, obj: Mapping, key: str, prefix: str = "") -> Any:
+        path = _join(prefix, key)
+        if key not in obj:
+            raise BundleError(self.label, f"missing required field `{path}`", path)
+        return obj[key]
+
+    def section(self, obj: Mapping, key: str, prefix: str = "", nullable: bool = False) -> dict | None:
+        value = self.get(obj, key, prefix)
+        if value is None and nullable:
+            return None
+        if not isinstance(value, dict):
+            self.fail(_join(prefix, key), f"must be an object{' or null' if nullable else ''}, got {json_brief(value)}")
+        return value
+
+    def string(self, obj: Mapping, key: str, prefix: str = "", choices: tuple[str, ...] | None = None) -> str:
+        value = self.get(obj, key, prefix)
+        if not isinstance(value, str) or not value:
+            self.fail(_join(prefix, key), f"must be a non-empty string, got {json_brief(value)}")
+        if choices is not None and value not in choices:
+            self.fail(_join(prefix, key), f"must be one of {', '.join(map(json_brief, choices))}, got {json_brief(value)}")
+        return value
+
+    def relative(self, obj: Mapping, key: str, prefix: str = "") -> str:
+        """A path inside the bundle."""
+        value = self.string(obj, key, prefix)
+        _relative(value, self, _join(prefix, key))
+        return value
+
+    def integer(self, obj: Mapping, key: str, prefix: str = "", minimum: int | None = None) -> int:
+        value = self.get(obj, key, prefix)
+        if not _is_int(value):
+            self.fail(_join(prefix, key), f"must be an integer, got {json_brief(value)}")
+        if minimum is not None and value < minimum:
+            self.fail(_join(prefix, key), f"must be >= {minimum}, got {value}")
+        return value
+
+    def number(self, obj: Mapping, key: str, prefix: str = "", minimum: float = -math.inf, positive: bool = False) -> float:
+        value = self.get(obj, key, prefix)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            self.fail(_join(prefix, key), f"must be a finite number, got {json_brief(value)}")
+        if positive and value <= 0:
+            self.fail(_join(prefix, key), f"must be > 0, got {value}")
+        if value < minimum:
+            self.fail(_join(prefix, key), f"must be >= {minimum}, got {value}")
+        return float(value)
+
+
+def _relative(rel: str, f: _Fields, path: str) -> None:
+    p = PurePosixPath(rel)
+    if not rel or p.is_absolute() or ".." in p.parts or "\\" in rel or ":" in rel:
+        f.fail(path, f"must be a relative path inside the bundle (forward slashes, no ..), got {json_brief(rel)}")
+
+
+def _version() -> str:
+    try:
+        from ganstream import __version__
+
+        return __version__
+    except ImportError:
+        return "this version"
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def json_brief(value: Any) -> str:
+    """A JSON value for an error message, cut at 80 characters."""
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def one_line(text: str) -> str:
+    """The first non-blank line of a (library's) message."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else text

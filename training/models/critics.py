@@ -1,0 +1,137 @@
+"""The critics a waveform GAN can train beside its family's own: one registry, `CRITICS`, keyed by `loss.critics`.
+
+- `wave`: the family's critic (WaveGAN's, the 1D DCGAN's), as `build_critic` makes it.
+- `stft`: a multi-resolution spectrogram critic (UnivNet's MRD, as in Vocos and DAC): a small 2D
+  convolution stack on the log-magnitude at each FFT size, striding over frequency.
+- `multiscale`: MelGAN's multi-scale critic: a fully convolutional waveform critic on the audio
+  average-pooled by each factor (1, 2, 4: full, half and quarter rate).
+
+Every critic maps (B, channels, T) audio to raw scores, higher for real. The new ones return one
+score per item and resolution (or scale), (B, K); the losses average elementwise, so each resolution
+is its own discriminator with its own loss, as in HiFi-GAN, and the sum over `loss.critics` weighs
+each critic the same whatever its K.
+
+Their features, for feature matching, are the outputs of every LeakyReLU, taken by forward hooks
+(`FeatureTap`): the families' critics expose them that way without a change to their modules.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..spectral import SpectralParams, log_magnitude
+from . import build_critic
+
+SLOPE = 0.2  # LeakyReLU slope, as the families' critics use
+
+
+class _Resolution(nn.Module):
+    """One resolution of `STFTCritic`: (B, C, T) audio -> (B,) mean of its score map."""
+
+    def __init__(self, channels: int, width: int, n_fft: int):
+        super().__init__()
+        self.params = SpectralParams(n_fft=n_fft, hop=n_fft // 4)
+        # (bins, frames) layout; kernels 9 bins x 3 frames, three of them halving the bins (UnivNet, Vocos).
+        layers: list[nn.Module] = []
+        c_in = channels
+        for _ in range(3):
+            layers += [nn.Conv2d(c_in, width, (9, 3), stride=(2, 1), padding=(4, 1)), nn.LeakyReLU(SLOPE)]
+            c_in = width
+        layers += [nn.Conv2d(width, width, 3, padding=1), nn.LeakyReLU(SLOPE), nn.Conv2d(width, 1, 3, padding=1)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, T) -> (B,)."""
+        spec = log_magnitude(x, self.params)  # (B, C, n_fft / 2, T / hop), torch.stft with the periodic Hann window
+        return self.body(spec).mean(dim=(1, 2, 3))
+
+
+class STFTCritic(nn.Module):
+    """Multi-resolution spectrogram critic: (B, channels, T) audio -> (B, len(ffts)) scores."""
+
+    def __init__(self, channels: int, width: int, ffts: list[int]):
+        super().__init__()
+        self.resolutions = nn.ModuleList(_Resolution(channels, width, n) for n in ffts)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, T) -> (B, K), one score per resolution."""
+        return torch.stack([r(x) for r in self.resolutions], dim=1)
+
+
+class _Scale(nn.Module):
+    """One scale of `MultiScaleCritic`: (B, C, T) audio -> (B,) mean of its score map (MelGAN's block, narrower)."""
+
+    def __init__(self, channels: int, width: int, factor: int):
+        super().__init__()
+        self.factor = factor
+        w = width
+        self.body = nn.Sequential(
+            nn.Conv1d(channels, w, 15, padding=7), nn.LeakyReLU(SLOPE),
+            # Grouped strided layers keep the wide kernels cheap, as MelGAN's do.
+            nn.Conv1d(w, 4 * w, 41, stride=4, padding=20, groups=4), nn.LeakyReLU(SLOPE),
+            nn.Conv1d(4 * w, 8 * w, 41, stride=4, padding=20, groups=w), nn.LeakyReLU(SLOPE),
+            nn.Conv1d(8 * w, 8 * w, 5, padding=2), nn.LeakyReLU(SLOPE),
+            nn.Conv1d(8 * w, 1, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, T) -> (B,)."""
+        if self.factor > 1:
+            x = F.avg_pool1d(x, self.factor)
+        return self.body(x).mean(dim=(1, 2))
+
+
+class MultiScaleCritic(nn.Module):
+    """Multi-scale waveform critic: (B, channels, T) audio -> (B, len(factors)) scores."""
+
+    def __init__(self, channels: int, width: int, factors: list[int]):
+        super().__init__()
+        self.scales = nn.ModuleList(_Scale(channels, width, f) for f in factors)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, T) -> (B, K), one score per scale."""
+        return torch.stack([s(x) for s in self.scales], dim=1)
+
+
+# loss.critics name -> builder from (model config, loss config). The order of `loss.critics` is the order they are built in.
+CRITICS: dict[str, Callable[[Any, Any], nn.Module]] = {
+    "wave": lambda model, loss: build_critic(model),
+    "stft": lambda model, loss: STFTCritic(model.channels, loss.stft_channels, loss.stft_ffts),
+    "multiscale": lambda model, loss: MultiScaleCritic(model.channels, loss.multiscale_channels, loss.multiscale_scales),
+}
+
+
+class FeatureTap:
+    """Within `with FeatureTap(critic) as tap:`, every call of `critic` appends its LeakyReLU outputs to `tap.features`."""
+
+    def __init__(self, critic: nn.Module):
+        self.activations = [m for m in critic.modules() if isinstance(m, nn.LeakyReLU)]
+        if not self.activations:
+            raise ValueError(f"{type(critic).__name__}: no LeakyReLU to take features from")
+        self.features: list[Tensor] = []
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> FeatureTap:
+        self.features = []
+        self._handles = [m.register_forward_hook(self._keep) for m in self.activations]
+        return self
+
+    def _keep(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
+        self.features.append(output)
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+def feature_matching(real: list[Tensor], fake: list[Tensor]) -> Tensor:
+    """Salimans et al.'s feature matching, per layer: L1 between the batch means of real and fake activations
+    (each (B, ...)), averaged over layers. Batch means, not pairs: real and fake items are unrelated here."""
+    if len(real) != len(fake) or not real:
+        raise ValueError(f"feature matching needs the same layers of real and fake, not {len(real)} and {len(fake)}")
+    return torch.stack([(r.mean(0) - f.mean(0)).abs().mean() for r, f in zip(real, fake)]).mean()
