@@ -3,6 +3,12 @@
 The models stay pure `nn.Module`s; everything about how they are trained lives
 here. `GANTrainer.step(real)` runs `critic_steps` critic updates and one
 generator update, and returns scalars for logging.
+
+Beside the family's critic it trains the critics `loss.critics` names
+(models/critics.py), each with its own loss, summed; the lazy R1 penalty;
+feature matching; and adaptive augmentation of the critic's input (augment.py).
+Off, as by default, none of them draws a random number or changes an operation,
+so runs train bit for bit as they did before they existed.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from .augment import AdaptiveAugment
 from .config import OptimConfig, TrainConfig
 from .losses import GANLoss
-from .models import build_critic, build_generator, sample_latents
+from .models import build_generator, sample_latents
+from .models.critics import CRITICS, FeatureTap, feature_matching
 
 GradSync = Callable[[nn.Module], None]
 
@@ -67,7 +75,11 @@ class GANTrainer:
         self.cfg = cfg
         self.device = device
         self.generator = build_generator(cfg.model).to(device)
-        self.critic = build_critic(cfg.model).to(device)
+        critics = {name: CRITICS[name](cfg.model, cfg.loss).to(device) for name in cfg.loss.critics}
+        self.critic = critics.pop("wave")  # the family's critic: `score` calls it (a progressive one takes its stage)
+        self.extra_critics = nn.ModuleDict(critics)  # the others, each called on the audio alone
+        self.augment = AdaptiveAugment(cfg.augment) if cfg.augment.enabled else None
+        self.critic_updates = 0  # critic steps taken: the clock of the lazy R1 penalty
         self.ema = EMA(self.generator, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         self.kick = LRKick(cfg.optim)
         self.lr_scale = 1.0  # halved by every NaN rollback
@@ -89,7 +101,7 @@ class GANTrainer:
         """Adam for both networks with fresh moment estimates, at the current learning rates."""
         o = self.cfg.optim
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2))
-        self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2))
+        self.opt_d = torch.optim.Adam(self.critic_parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2))
         self._set_lrs(2.0**self.kick.kicks)
 
     # What a progressive trainer (progressive.py) replaces: the networks at its stage and fade-in.
@@ -106,6 +118,66 @@ class GANTrainer:
         """A batch of real data as the critic should see it now."""
         return real
 
+    def critic_parameters(self) -> list[nn.Parameter]:
+        """Every critic's weights, the family's first: what the critic optimiser trains."""
+        return [*self.critic.parameters(), *self.extra_critics.parameters()]
+
+    def _critic_calls(self) -> list[tuple[str, nn.Module, Callable[[Tensor], Tensor]]]:
+        """(name, module, call) of every critic; the family's is called through `score`."""
+        return [("wave", self.critic, self.score), *((name, c, c) for name, c in self.extra_critics.items())]
+
+    def _augmented(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+        """real and fake as the critic sees them: under one augmentation draw when augmenting."""
+        return (real, fake) if self.augment is None else self.augment.pair(real, fake)
+
+    def _critic_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Every critic's loss on one batch, summed; the family's stats keep their names, the others' are prefixed."""
+        r1 = self.cfg.loss.r1_gamma > 0 and self.critic_updates % self.cfg.loss.r1_every == 0
+        loss: Tensor | None = None
+        stats: dict[str, Tensor] = {}
+        real_scores: list[Tensor] = []
+        for name, _, call in self._critic_calls():
+            part, part_stats, d_real = self.loss.critic_with_scores(call, real, fake, r1)
+            loss = part if loss is None else loss + part
+            stats.update(part_stats if name == "wave" else {f"{name}/{k}": v for k, v in part_stats.items()})
+            real_scores.append(d_real)
+        assert loss is not None  # "wave" is always among the critics
+        if self.augment is not None:
+            self.augment.observe(real_scores)
+        return loss, stats
+
+    def _generator_loss(self, fake: Tensor, real_batch: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """The generator's loss against every critic, plus feature matching against `real_batch` when weighted."""
+        weight = self.cfg.loss.feature_matching
+        real = self.real_input(real_batch) if weight > 0 else real_batch  # only feature matching reads it
+        transform = self.augment.draw(fake.shape[0], fake.shape[-1], fake.device) if self.augment is not None else None
+        if transform is not None:
+            # A fresh draw, applied to the critics' copy of G's output, never to what G returns; the reals
+            # that feature matching compares with get the same one.
+            fake = transform(fake)
+            real = transform(real) if weight > 0 else real
+        loss: Tensor | None = None
+        matched: list[Tensor] = []
+        for _, critic, call in self._critic_calls():
+            if weight > 0:
+                with FeatureTap(critic) as tap:
+                    scores = call(fake)
+                fake_features = tap.features
+                with torch.no_grad(), FeatureTap(critic) as tap:
+                    call(real)
+                matched.append(feature_matching(tap.features, fake_features))
+            else:
+                scores = call(fake)
+            part = self.loss.generator_from_scores(scores)
+            loss = part if loss is None else loss + part
+        assert loss is not None  # "wave" is always among the critics
+        stats: dict[str, float] = {}
+        if matched:
+            fm = torch.stack(matched).sum()
+            loss = loss + weight * fm
+            stats["feature_matching"] = fm.item()
+        return loss, stats
+
     def _set_lrs(self, g_factor: float) -> None:
         for group in self.opt_g.param_groups:
             group["lr"] = self.cfg.optim.lr_g * self.lr_scale * g_factor
@@ -116,27 +188,34 @@ class GANTrainer:
         """One generator step after one critic step per item of `real_batches` (each (B, C, T))."""
         stats: dict[str, Any] = {}
         self.generator.train()
-        self.critic.train()
-        self.critic.requires_grad_(True)
+        for critic in (self.critic, self.extra_critics):
+            critic.train()
+            critic.requires_grad_(True)
         d_loss = torch.zeros((), device=self.device)
         for real in real_batches:
             real = self.real_input(real)
             with torch.no_grad(), self.autocast():
                 fake = self.generate(self.latents(real.shape[0]))
+            real, fake = self._augmented(real, fake.float())
             self.opt_d.zero_grad(set_to_none=True)
             with self.autocast():
-                d_loss, d_stats = self.loss.critic(self.score, real, fake.float())
+                d_loss, d_stats = self._critic_loss(real, fake)
             d_loss.backward()
-            self.grad_sync(self.critic)
-            stats["grad_norm_d"] = grad_norm(self.critic.parameters())
+            for critic in (self.critic, *self.extra_critics.values()):
+                self.grad_sync(critic)
+            stats["grad_norm_d"] = grad_norm(iter(self.critic_parameters()))
             self.opt_d.step()
+            self.critic_updates += 1
         stats.update({k: float(v) for k, v in d_stats.items()})
 
-        # The critic's weights are not trained in the generator step; freezing them saves their grads.
+        # The critics' weights are not trained in the generator step; freezing them saves their grads.
         self.critic.requires_grad_(False)
+        self.extra_critics.requires_grad_(False)
         self.opt_g.zero_grad(set_to_none=True)
         with self.autocast():
-            g_loss = self.loss.generator(self.score, self.generate(self.latents(real_batches[-1].shape[0])))
+            fake = self.generate(self.latents(real_batches[-1].shape[0]))
+            g_loss, g_stats = self._generator_loss(fake, real_batches[-1])
+        stats.update(g_stats)
         g_loss.backward()
         self.grad_sync(self.generator)
         stats["grad_norm_g"] = grad_norm(self.generator.parameters())
@@ -148,6 +227,8 @@ class GANTrainer:
         self._set_lrs(self.kick.factor(stats["loss_g"], stats["loss_d"]))
         stats["lr_g"] = self.opt_g.param_groups[0]["lr"]
         stats["lr_d"] = self.opt_d.param_groups[0]["lr"]
+        if self.augment is not None:
+            stats["augment_p"], stats["augment_r"] = self.augment.p, self.augment.r
         return stats
 
     @staticmethod
@@ -163,7 +244,20 @@ class GANTrainer:
             "opt_d": self.opt_d.state_dict(),
             "kicks": self.kick.kicks,
             "lr_scale": self.lr_scale,
+            **self._recipe_state(),
         }
+
+    def _recipe_state(self) -> dict[str, Any]:
+        """What the optional critics, R1 and augmentation add to the state: nothing when they are off,
+        so a default run's checkpoints hold what they held before these existed."""
+        state: dict[str, Any] = {}
+        if self.extra_critics:
+            state["extra_critics"] = self.extra_critics.state_dict()
+        if self.cfg.loss.r1_gamma > 0:
+            state["critic_updates"] = self.critic_updates
+        if self.augment is not None:
+            state["augment"] = self.augment.state()
+        return state
 
     def load(self, state: dict[str, Any]) -> None:
         """Strict: a missing or unexpected tensor is an error, never silently skipped."""
@@ -178,3 +272,10 @@ class GANTrainer:
         self.kick.kicks = int(state["kicks"])
         self.lr_scale = float(state["lr_scale"])
         self._set_lrs(2.0**self.kick.kicks)
+        # Strict as above: a run with these on needs them in its checkpoint (a KeyError names the missing one).
+        if self.extra_critics:
+            self.extra_critics.load_state_dict(state["extra_critics"])
+        if self.cfg.loss.r1_gamma > 0:
+            self.critic_updates = int(state["critic_updates"])
+        if self.augment is not None:
+            self.augment.load(state["augment"])

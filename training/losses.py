@@ -1,7 +1,10 @@
-"""Adversarial losses: WGAN-GP, non-saturating BCE with soft and noisy labels, and hinge.
+"""Adversarial losses: WGAN-GP, non-saturating BCE with soft and noisy labels, and hinge; the R1 penalty.
 
 Each loss turns critic scores into a critic loss and a generator loss. Only
-WGAN-GP needs the critic itself (for the gradient penalty on interpolates).
+WGAN-GP and R1 need the critic itself (for gradients with respect to its input).
+Scores are (B,) or (B, K) for critics with K sub-critics; the losses average
+over every element, so each sub-critic has its own loss (the gradient penalty
+and R1 differentiate the sum of an item's K scores).
 """
 
 from __future__ import annotations
@@ -26,8 +29,15 @@ class GANLoss:
         self.cfg = cfg
         self._d, self._g = LOSSES[cfg.kind]
 
-    def critic(self, critic: Critic, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """real, fake: (B, C, T); fake must be detached from the generator."""
+    def critic(self, critic: Critic, real: Tensor, fake: Tensor, r1: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+        """real, fake: (B, C, T); fake must be detached from the generator. r1: add this step's lazy R1 penalty."""
+        loss, stats, _ = self.critic_with_scores(critic, real, fake, r1)
+        return loss, stats
+
+    def critic_with_scores(self, critic: Critic, real: Tensor, fake: Tensor, r1: bool = False) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """`critic`, and the detached real scores (what adaptive augmentation reads the critic's confidence from)."""
+        if r1:
+            real = real.detach().requires_grad_(True)  # the penalty differentiates the same forward pass the loss uses
         d_real, d_fake = critic(real), critic(fake)
         loss = self._d(self.cfg, d_real, d_fake)
         stats = {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()}
@@ -38,11 +48,20 @@ class GANLoss:
         if self.cfg.drift > 0:
             # Karras et al.: keeps real scores from drifting far from zero.
             loss = loss + self.cfg.drift * d_real.pow(2).mean()
-        return loss, stats
+        if r1:
+            penalty = r1_penalty(d_real, real)
+            # StyleGAN2's lazy regularisation: every r1_every-th step, r1_every times as strong.
+            loss = loss + 0.5 * self.cfg.r1_gamma * self.cfg.r1_every * penalty
+            stats["r1"] = penalty.detach()
+        return loss, stats, d_real.detach()
 
     def generator(self, critic: Critic, fake: Tensor) -> Tensor:
         """fake: (B, C, T) still attached to the generator."""
-        return self._g(critic(fake))
+        return self.generator_from_scores(critic(fake))
+
+    def generator_from_scores(self, d_fake: Tensor) -> Tensor:
+        """The generator's loss from the critic's scores of its output (still attached to the generator)."""
+        return self._g(d_fake)
 
 
 def gradient_penalty(critic: Critic, real: Tensor, fake: Tensor) -> Tensor:
@@ -52,6 +71,12 @@ def gradient_penalty(critic: Critic, real: Tensor, fake: Tensor) -> Tensor:
     scores = critic(x)
     (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+def r1_penalty(d_real: Tensor, real: Tensor) -> Tensor:
+    """E ||grad_x D(x)||^2 over real items x (Mescheder et al., 2018); `real` required grad when `d_real` was computed."""
+    (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+    return grad.flatten(1).pow(2).sum(1).mean()
 
 
 def _wgan_d(cfg: LossConfig, d_real: Tensor, d_fake: Tensor) -> Tensor:

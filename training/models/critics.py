@@ -27,6 +27,11 @@ from ..spectral import SpectralParams, log_magnitude
 from . import build_critic
 
 SLOPE = 0.2  # LeakyReLU slope, as the families' critics use
+# The STFT critic's magnitude floor before the log: about 80 dB below a full-scale sine's peak bin (128 at
+# n_fft 512). The front end's 1e-5 made d log|X| / dx = 1 / |X| so large in quiet bins that R1 pinned the
+# critic flat: on synth:piano (wavegan-laptop.yaml, transpose, 40 steps) its R1 at step 0 was 5.1 against 0.12
+# at 1e-2, and at gamma 1 its real-fake score gap stayed at 0.00 against 0.11 (0.54 at gamma 0.1).
+STFT_FLOOR = 1e-2
 
 
 class _Resolution(nn.Module):
@@ -34,20 +39,25 @@ class _Resolution(nn.Module):
 
     def __init__(self, channels: int, width: int, n_fft: int):
         super().__init__()
-        self.params = SpectralParams(n_fft=n_fft, hop=n_fft // 4)
+        self.params = SpectralParams(n_fft=n_fft, hop=n_fft // 4, log_floor=STFT_FLOOR)
         # (bins, frames) layout; kernels 9 bins x 3 frames, three of them halving the bins (UnivNet, Vocos).
+        # The first also halves the frames: a quarter of the cost (0.25 s -> 0.065 s forward and backward at
+        # width 8, batch 16, n_fft 512, one thread), and its frames still overlap by half.
         layers: list[nn.Module] = []
         c_in = channels
-        for _ in range(3):
-            layers += [nn.Conv2d(c_in, width, (9, 3), stride=(2, 1), padding=(4, 1)), nn.LeakyReLU(SLOPE)]
+        for i in range(3):
+            stride = (2, 2) if i == 0 else (2, 1)
+            layers += [nn.Conv2d(c_in, width, (9, 3), stride=stride, padding=(4, 1)), nn.LeakyReLU(SLOPE)]
             c_in = width
         layers += [nn.Conv2d(width, width, 3, padding=1), nn.LeakyReLU(SLOPE), nn.Conv2d(width, 1, 3, padding=1)]
-        self.body = nn.Sequential(*layers)
+        # Channels-last: oneDNN's 2D convolutions with few channels run about twice as fast on a CPU that way.
+        self.body = nn.Sequential(*layers).to(memory_format=torch.channels_last)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, T) -> (B,)."""
-        spec = log_magnitude(x, self.params)  # (B, C, n_fft / 2, T / hop), torch.stft with the periodic Hann window
-        return self.body(spec).mean(dim=(1, 2, 3))
+        # float32: the FFT takes no bfloat16 (what a bf16-autocast generator step hands over).
+        spec = log_magnitude(x.float(), self.params)  # (B, C, n_fft / 2, T / hop), torch.stft with the periodic Hann window
+        return self.body(spec.contiguous(memory_format=torch.channels_last)).mean(dim=(1, 2, 3))
 
 
 class STFTCritic(nn.Module):
@@ -71,9 +81,10 @@ class _Scale(nn.Module):
         w = width
         self.body = nn.Sequential(
             nn.Conv1d(channels, w, 15, padding=7), nn.LeakyReLU(SLOPE),
-            # Grouped strided layers keep the wide kernels cheap, as MelGAN's do.
-            nn.Conv1d(w, 4 * w, 41, stride=4, padding=20, groups=4), nn.LeakyReLU(SLOPE),
-            nn.Conv1d(4 * w, 8 * w, 41, stride=4, padding=20, groups=w), nn.LeakyReLU(SLOPE),
+            # Grouped strided layers as MelGAN's, with kernels of 21 rather than 41: half the CPU time
+            # (0.11 s -> 0.05 s for the first, width 8, batch 16, one thread), still 5 strides wide.
+            nn.Conv1d(w, 4 * w, 21, stride=4, padding=10, groups=4), nn.LeakyReLU(SLOPE),
+            nn.Conv1d(4 * w, 8 * w, 21, stride=4, padding=10, groups=w), nn.LeakyReLU(SLOPE),
             nn.Conv1d(8 * w, 8 * w, 5, padding=2), nn.LeakyReLU(SLOPE),
             nn.Conv1d(8 * w, 1, 3, padding=1),
         )
