@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .models import FAMILIES, OutputKind
+from .models import FAMILIES, OutputKind, UnknownModelKind, family
 from .models.critics import CRITICS
 
 
@@ -337,13 +337,15 @@ def config_from_dict(d: dict[str, Any], source: str = "config") -> TrainConfig:
         parts[name] = build_dataclass(cls, d.get(name) or {}, f"{source}: {name}")
     model = dict(d.get("model") or {})
     kind = model.get("kind", "wavegan")
-    if kind not in FAMILIES:
-        raise ConfigError(f"{source}: model.kind: unknown model {kind!r} (known: {', '.join(sorted(FAMILIES))})")
-    parts["model"] = build_dataclass(FAMILIES[kind].config, model, f"{source}: model")
+    try:
+        fam = family(kind)
+    except UnknownModelKind as e:  # the registry's one message for an unknown kind
+        raise ConfigError(f"{source}: {e}") from None
+    parts["model"] = build_dataclass(fam.config, model, f"{source}: model")
     # Saved configs hold every section, so only settings other than the defaults are an error.
     if parts["progressive"] != ProgressiveConfig() and kind not in PROGRESSIVE_KINDS:
         raise ConfigError(f"{source}: progressive: only models that grow in stages read it ({', '.join(sorted(PROGRESSIVE_KINDS))}), not {kind}")
-    if (parts["loss"].critics != ["wave"] or parts["augment"].enabled) and FAMILIES[kind].output is not OutputKind.WAVEFORM:
+    if (parts["loss"].critics != ["wave"] or parts["augment"].enabled) and fam.output is not OutputKind.WAVEFORM:
         # The extra critics and the augmentations (tilt, shift) are defined on audio, not on spectrograms.
         raise ConfigError(f"{source}: loss.critics beyond [wave] and augment.enabled need a model that outputs audio, not {kind}")
     return TrainConfig(**parts)
