@@ -50,6 +50,11 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+try:
+    import fcntl
+except ImportError:  # Windows: one invocation at a time there
+    fcntl = None
+
 REPO = Path(__file__).resolve().parent.parent
 BASELINE = "configs/wavegan-cpu.yaml"
 SETS = ("piano", "drums", "digits")
@@ -177,7 +182,15 @@ class Results:
         return any(row_key(r) == (config, set_name, float(minutes)) for r in self.rows)
 
     def put(self, row: dict[str, Any]) -> None:
-        # Re-read first: another invocation (a --rescore beside a running benchmark) may have written rows since.
+        # Several invocations (one per set, or a --rescore beside a running benchmark) share the file:
+        # each re-reads it under an exclusive lock, so none loses another's rows.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            self._put(row)
+
+    def _put(self, row: dict[str, Any]) -> None:
         if self.path.is_file():
             self.rows = json.loads(self.path.read_text())["rows"]
         keys = [row_key(r) for r in self.rows]
@@ -185,7 +198,6 @@ class Results:
             self.rows[keys.index(row_key(row))] = row
         else:
             self.rows.append(row)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         doc = {
             "benchmark": "quality_per_cpu",
             "what": "position = log(FD / floor) / log(ceiling / floor) of the best checkpoint at each training CPU budget; "

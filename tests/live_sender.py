@@ -3,7 +3,8 @@
     python tests/live_sender.py --osc-port P --midi-port NAME --seconds 21 --big-at 10 --out expected.json
 
 For `--seconds`: 500 OSC messages a second (macro pc1 and latent dimension 3,
-alternating, both moving smoothly), 100 MIDI control changes a second on CC 21
+alternating, both moving smoothly and gently, so that
+the one big change below stands far above their drift), 100 MIDI control changes a second on CC 21
 through a JACK MIDI port (python-rtmidi's JACK API), and 20 a second of junk:
 random bytes and wrongly typed, out-of-range or misaddressed OSC messages. At
 `--big-at` seconds one /ganstream/latent message moves the whole latent far away.
@@ -96,17 +97,17 @@ def main() -> None:
                 sock.sendto(message("/ganstream/latent", *BIG), addr)  # sent as float32
                 last["big"] = True
             if i_osc % 2 == 0:
-                v = float(np.float32(0.25 * math.sin(2 * math.pi * 0.5 * t)))
+                v = float(np.float32(0.08 * math.sin(2 * math.pi * 0.5 * t)))
                 sock.sendto(message("/ganstream/macro/pc1", v), addr)
                 last["pc1"] = v
             else:
-                v = float(np.float32(0.15 * math.cos(2 * math.pi * 0.3 * t)))
+                v = float(np.float32(0.05 * math.cos(2 * math.pi * 0.3 * t)))
                 sock.sendto(message("/ganstream/latent/3", v), addr)
                 last["latent3"] = v
             counts["osc"] += 1
             i_osc += 1
         while i_midi < now * MIDI_PER_S:
-            value = int(64 + 40 * math.sin(2 * math.pi * 0.2 * i_midi / MIDI_PER_S))
+            value = int(64 + 14 * math.sin(2 * math.pi * 0.2 * i_midi / MIDI_PER_S))
             midi.send_message([0xB0, CC, value])
             last["cc"] = value
             counts["midi"] += 1
