@@ -19,8 +19,8 @@ runs, against the set's held-out split (other kits, pitches, voices):
   there with its CPU time, and skips rows the JSON already has.
 - **Position** = log(FD / floor) / log(ceiling / floor): 0 is real against real (`ganstream
   eval`'s floor), 1 is noise shaped to the data's spectrum and loudness (its ceiling). `ganstream
-  eval` takes data.holdout (5%) of the held-out folder as its reference, a handful of clips; each
-  row's `wide` block scores the same checkpoint with half of the folder as the reference.
+  eval RUN set:NAME/heldout` takes every clip of the held-out folder as its reference (the run
+  trained on another source), and the floor is the run's training clips scored against it.
   `--rescore` scores the rows' snapshots again, after a change to evaluation, without training.
 - **Digits** are also scored by a classifier trained once with `ganstream train-classifier` on the
   digits' training folder (cached beside the JSON): classifier FD and its position, and IS as a
@@ -44,7 +44,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -63,7 +63,6 @@ BUDGETS = (15.0, 30.0, 60.0)  # CPU-minutes
 CLASSIFIED = {"digits"}
 OUT = REPO / "benchmarks" / "results" / "quality_per_cpu.json"
 EVAL_EVERY = 250  # ~2 minutes of one core for wavegan-cpu: finer than its 500, so best.pt tracks the budget
-WIDE_HOLDOUT = 0.5  # the share of the held-out folder in the second, wider reference (`score`)
 IS_SPLITS = 10  # inception_score's default, for generated and real clips alike
 RESUME_CKPT, RESUME_CLOCK = "resume.pt", "budget_clock.json"  # the state at the last budget, and its clock
 
@@ -217,23 +216,16 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    lines: dict[tuple[str, str], list[tuple[float, float | None, float | None]]] = {}
+    lines: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for r in rows:
-        lines.setdefault((r["config"], r["set"]), []).append((r["cpu_min"], r["position"], r.get("wide", {}).get("position")))
+        if r["position"] is not None:
+            lines.setdefault((r["config"], r["set"]), []).append((r["cpu_min"], r["position"]))
     for (config, set_name), pts in sorted(lines.items()):
-        pts.sort()
-        solid = [(x, y) for x, y, _ in pts if y is not None]
-        dashed = [(x, w) for x, _, w in pts if w is not None]
-        colour = None
-        if solid:
-            (line,) = ax.plot(*zip(*solid), marker="o", label=f"{set_name}: {config}")
-            colour = line.get_color()
-        if dashed:
-            ax.plot(*zip(*dashed), marker="s", ls="--", color=colour, label=f"{set_name}: {config} (wide reference)")
+        ax.plot(*zip(*sorted(pts)), marker="o", label=f"{set_name}: {config}")
     ax.axhline(0, color="grey", lw=0.8)
     ax.axhline(1, color="grey", lw=0.8)
     ax.axhline(0.35, color="grey", lw=0.8, ls="--")  # issue 11's bar at 60 CPU-minutes
-    ax.set_title("solid: ganstream eval's reference; dashed: half the held-out folder", fontsize=9)
+    ax.set_title("against every clip of each set's held-out folder", fontsize=9)
     ax.set_xlabel("training CPU-minutes")
     ax.set_ylabel("log-mel FD position (0 real, 1 shaped noise)")
     ax.set_xlim(0, 1.1 * max((r["cpu_min"] for r in rows), default=1.0))
@@ -261,11 +253,11 @@ def inception_fraction(generated_probs: np.ndarray, real_probs: np.ndarray) -> d
     from ganstream.evaluation.metrics import inception_score
 
     n = min(len(generated_probs), len(real_probs))
-    # Shuffled first: real clips come in folder order, one class after another, and a split that holds
-    # one class scores IS 1 however well the classifier knows it.
+    # inception_score shuffles before it splits; the clips kept are a random n of each, not the first
+    # n of folder order (a few classes).
     order = np.random.default_rng(0x15).permutation
-    gen = inception_score(generated_probs[order(len(generated_probs))][:n], IS_SPLITS)[0]
-    real = inception_score(real_probs[order(len(real_probs))][:n], IS_SPLITS)[0]
+    gen = inception_score(generated_probs[order(len(generated_probs))[:n]], IS_SPLITS)[0]
+    real = inception_score(real_probs[order(len(real_probs))[:n]], IS_SPLITS)[0]
     return {"is_matched": gen, "is_real_heldout": real, "is_fraction": gen / real, "is_clips": n}
 
 
@@ -302,13 +294,6 @@ def score(run_dir: Path, checkpoint: Path, heldout: str, classifier_path: Path |
         out["is"] = m["is"]["generated"]
         real = heldout_clips(src)
         out |= inception_fraction(classifier.predict(src.generate(len(real)))[0], classifier.predict(real)[0])
-    # `ganstream eval` compares with data.holdout (5%) of the held-out folder: 4 of piano's 80 clips. The same
-    # code with half of it as the reference shows how much the position owes to so small a reference.
-    wide = evaluate_source(src._replace(data=replace(src.data, holdout=WIDE_HOLDOUT)), src.default_samples, None)
-    fdw = wide["metrics"]["fd_logmel"]
-    out["wide"] = {"holdout": WIDE_HOLDOUT, "fd": fdw["generated"], "floor": fdw["floor"], "ceiling": fdw["ceiling"],
-                   "position": position(fdw["generated"], fdw["floor"], fdw["ceiling"]),
-                   "heldout_clips": wide["data"]["heldout_clips"], "floor_clips": wide["data"]["floor_clips"]}
     return out
 
 
@@ -459,7 +444,8 @@ def rescore(bench: Bench, configs: list[str], sets: list[str], budgets: list[flo
             continue
         classifier = bench.classifier if row["set"] in CLASSIFIED else None
         new = score(snap.parent.parent, snap, set_sources(row["set"])[1], classifier)  # budgets/ sits in the run directory
-        bench.results.put({**row, **new, "rescored": {"command": bench.command, "commit": bench.commit, "utc": _utc_now()}})
+        kept = {k: v for k, v in row.items() if k != "wide"}  # the half-folder reference of before the whole folder was used
+        bench.results.put({**kept, **new, "rescored": {"command": bench.command, "commit": bench.commit, "utc": _utc_now()}})
         bench.log(f"{row['set']} / {row['config']} @ {row['budget_cpu_min']:g}: position {row['position']} -> {new['position']}")
 
 

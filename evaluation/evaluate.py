@@ -10,6 +10,11 @@ agree:
 
 - `heldout`: the holdout split, which the generator never saw. Frechet
   distances and the loudness and flatness distributions compare with it.
+  When the data is not the run's own (`ganstream eval RUN OTHER`, e.g. a set's
+  held-out folder of other voices or kits), every clip of it is held out, and
+  `train` and `spare` come from the run's own training split: the floor is then
+  the training data scored against the unseen data, the most a generator that
+  learned its training set perfectly could reach.
 - `train`: half of the training clips (at most 1024 segments). NDB fits its
   bins on them (as Richardson & Weiss do, on training data) and the
   memorisation check looks for generated clips that sit on top of one of them.
@@ -102,8 +107,13 @@ def _subset(index: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarr
     return index if len(index) <= limit else np.sort(rng.choice(index, limit, replace=False))
 
 
-def load_real(data: DataConfig, segment: int, seed: int) -> RealSets:
-    """The real clips of a data source, split as a run with `seed` splits them (epoch-0 offsets)."""
+def load_real(data: DataConfig, segment: int, seed: int, train_data: DataConfig | None = None) -> RealSets:
+    """The real clips of a data source, split as a run with `seed` splits them (epoch-0 offsets).
+
+    With `train_data` (the run's own data, when `data` is another source), every clip of `data` is
+    held out, and the training parts come from train_data's training split."""
+    if train_data is not None:
+        return _load_real_apart(data, segment, seed, train_data)
     train = load_dataset(data, segment, seed, "train", progress=False)
     held = load_dataset(data, segment, seed, "holdout", progress=False)
     rng = np.random.default_rng([seed & 0xFFFFFFFF, 0xE7A1])
@@ -125,6 +135,22 @@ def load_real(data: DataConfig, segment: int, seed: int) -> RealSets:
     held_idx = _subset(held_idx, MAX_HELDOUT, rng)
     ref_idx = _subset(ref_idx, MAX_TRAIN, rng)
     return RealSets(held_src.batch(held_idx, 0), train.batch(ref_idx, 0), train, spare_idx, note)
+
+
+def _load_real_apart(data: DataConfig, segment: int, seed: int, train_data: DataConfig) -> RealSets:
+    parts = [load_dataset(data, segment, seed, split, progress=False) for split in ("train", "holdout")]
+    train = load_dataset(train_data, segment, seed, "train", progress=False)
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, 0xE7A1])
+    ref_idx, spare_idx = _split_clips(train, 2, rng)
+    count = sum(len(p) for p in parts)
+    if count < 2 or len(ref_idx) < 2:
+        raise DataError(f"{data.source}: too few clips to evaluate with ({count} held-out and {len(train)} training segments of {train_data.source})")
+    take = _subset(np.arange(count), MAX_HELDOUT, rng)
+    held = np.concatenate([p.batch(take[(take >= lo) & (take < lo + len(p))] - lo, 0)
+                           for p, lo in zip(parts, np.cumsum([0, len(parts[0])])) if len(p)])
+    clips = sum(p.clip_count for p in parts)
+    note = f"{data.source}: all of it held out ({clips} clips); {train_data.source}'s training split for NDB, memorisation and the floor"
+    return RealSets(held, train.batch(_subset(ref_idx, MAX_TRAIN, rng), 0), train, spare_idx, note)
 
 
 # ---- the reference features and scoring -------------------------------------------------
@@ -295,6 +321,7 @@ class Source(NamedTuple):
     sample_rate: int
     segment: int
     data: DataConfig  # the run's data settings (or the defaults, for a bundle) with source=DATA
+    train_data: DataConfig | None  # the data it was trained on, when DATA is another source: DATA is then all held out
     seed: int  # the split seed
     classifier: str  # the run's train.classifier
     generate: Callable[[int], np.ndarray]  # n -> (n, segment)
@@ -315,6 +342,7 @@ def open_run(run_dir: Path, which: str, data: str, device: str) -> Source:
         cfg.data.sample_rate,
         cfg.model.segment,
         replace(cfg.data, source=data),
+        None if data == cfg.data.source else cfg.data,
         cfg.run.seed,
         cfg.train.classifier,
         lambda n: generate(generator, eval_latents(cfg, n).to(dev)),
@@ -340,6 +368,7 @@ def open_bundle(path: Path, data: str) -> Source:
         bundle.sample_rate,
         bundle.segment,
         DataConfig(source=data, sample_rate=bundle.sample_rate),
+        None,
         0,
         "",
         lambda n: np.concatenate([runner.generate(z) for z in np.array_split(bundle.random_latents(n, np.random.default_rng(LATENT_SEED)), -(-n // 64))]),
@@ -353,7 +382,7 @@ COLUMNS = ("generated", "floor", "ceiling")
 def evaluate_source(src: Source, samples: int, classifier: Classifier | None, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Scores the source's clips, real clips (floor) and shaped noise (ceiling) against the same reference."""
     log(f"reading {src.data.source} at {src.sample_rate} Hz in segments of {src.segment} ...")
-    real = load_real(src.data, src.segment, src.seed)
+    real = load_real(src.data, src.segment, src.seed, src.train_data)
     reference = Reference.build(real, src.sample_rate, classifier)
     floor = real.spare(samples)
     log(f"generating {samples} clips ...")
@@ -419,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, help="clips per column (default: the run's train.eval_samples, so it matches the training logs; 256 for bundles)")
     p.add_argument("--classifier", help="a classifier from `ganstream train-classifier` (default: the run's train.classifier)")
     p.add_argument("--json", metavar="OUT", help="also write the table as JSON")
+    p.add_argument("--train-data", metavar="SOURCE", help="the data the generator was trained on (default: a run's own data.source): "
+                   "when DATA is another source, all of DATA is held out, and SOURCE's training split gives the floor, "
+                   "NDB's bins and the memorisation check; for a bundle, without it DATA is split as a run would split it")
     p.add_argument("--seed", type=int, help="the data split seed (default: the run's run.seed; 0 for bundles)")
     p.add_argument("--cache-dir", help="where decoded audio is cached (default: the run's data.cache_dir)")
     p.add_argument("--device", default="cpu", help="where a run's generator runs: cpu, cuda, auto (default: %(default)s)")
@@ -438,10 +470,14 @@ def main(argv: list[str] | None = None) -> int:
             src = open_run(path, args.checkpoint, args.data, args.device)
         else:
             raise ConfigError(f"{path}: neither a run directory nor a bundle")
+        if args.train_data is not None:
+            own = args.train_data != src.data.source
+            src = src._replace(train_data=replace(src.train_data or src.data, source=args.train_data) if own else None)
         if args.seed is not None:
             src = src._replace(seed=args.seed)
         if args.cache_dir is not None:
-            src = src._replace(data=replace(src.data, cache_dir=args.cache_dir))
+            src = src._replace(data=replace(src.data, cache_dir=args.cache_dir),
+                               train_data=src.train_data and replace(src.train_data, cache_dir=args.cache_dir))
         samples = args.samples or src.default_samples
         if samples < 2:
             raise ConfigError(f"--samples: at least 2, not {samples}")

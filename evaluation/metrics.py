@@ -135,9 +135,14 @@ def classifier_frechet(generated: np.ndarray, real: np.ndarray) -> float:
 def inception_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
     """Inception Score (Salimans et al., 2016) as the WaveGAN paper computes it (Donahue et al., 2019):
     exp(mean over clips of KL(p(y|x) || p(y))), with p(y) the mean prediction, on each of `splits`
-    consecutive parts of (N, C) class probabilities -> (mean, std) over the parts. Between 1 and C:
-    C when every prediction is confident and the classes are equally common, 1 when all agree."""
+    parts of (N, C) class probabilities -> (mean, std) over the parts. Between 1 and C: C when every
+    prediction is confident and the classes are equally common, 1 when all agree.
+
+    The rows are shuffled (always the same way for a given N) before they are split: real clips come
+    in folder order, one class after another, and a part holding one class scores 1 however well the
+    classifier knows it. Generated clips, in random order already, score the same either way."""
     p = np.asarray(probs, dtype=np.float64)
+    p = p[np.random.default_rng(0x15).permutation(len(p))]
     scores = []
     for part in np.array_split(p, min(splits, len(p))):
         marginal = part.mean(0, keepdims=True)

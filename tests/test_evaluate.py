@@ -164,3 +164,25 @@ def test_eval_errors_are_one_line(tmp_path, capsys):
     assert "eval: error:" in capsys.readouterr().err
     assert ganstream(["train-classifier", str(tmp_path)]) == 2
     assert "needs at least two class sub-folders" in capsys.readouterr().err
+
+
+def test_eval_against_another_source_holds_all_of_it_out(tiny_config, tmp_path, capsys):
+    """A run scored on data it never trained on: every clip of that data is the reference, and the floor
+    is the run's own training data scored against it; --train-data naming the same data splits it instead."""
+    cfg = tiny_config("train.steps=2", "data.holdout=0.2")
+    run = Run(cfg, run_dir_for(cfg), CPU)
+    run.train()
+    data = write_tone_classes(tmp_path / "tones", files=5)  # 15 clips of one segment each (padded)
+    reports = {}
+    for name, extra in (("apart", []), ("split", ["--train-data", str(data)])):
+        out = tmp_path / f"{name}.json"
+        assert ganstream(["eval", str(run.run_dir), str(data), "--samples", "8", "--json", str(out), *extra]) == 0
+        reports[name] = json.loads(out.read_text())
+    capsys.readouterr()
+    apart, split = reports["apart"]["data"], reports["split"]["data"]
+    assert apart["heldout_clips"] == 15 and "all of it held out" in apart["split"]
+    assert "synth:piano" in apart["split"]
+    assert split["heldout_clips"] < 15 and "held-out split" in split["split"]
+    # The apart floor is piano notes against tones; the split floor is tones against tones.
+    fd = lambda r: r["metrics"]["fd_logmel"]["floor"]  # noqa: E731
+    assert fd(reports["apart"]) > 1.5 * fd(reports["split"])

@@ -170,3 +170,11 @@ def test_metric_table_names_directions():
     assert METRICS["fd_logmel"].higher_is_better is False and METRICS["is"].higher_is_better is True
     assert METRICS["mem_nn_ratio"].better == "~1"
     assert not METRICS["mem_copies"].selectable and METRICS["fd_classifier"].needs_classifier
+
+
+def test_inception_score_does_not_depend_on_the_order_of_the_clips():
+    """Real clips arrive class by class (folder order); split as they come, each part would hold one class."""
+    confident = np.repeat(np.eye(10) * 0.99 + 0.001, 20, axis=0)  # 200 clips, 20 of each class in a row
+    assert inception_score(confident)[0] > 8.5
+    rng = np.random.default_rng(3)
+    assert inception_score(confident[rng.permutation(200)])[0] == pytest.approx(inception_score(confident)[0], rel=0.05)
