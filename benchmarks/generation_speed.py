@@ -39,11 +39,11 @@ def timed(fn: Callable[[], object], repeats: int) -> float:
 
 
 def fresh_run(directory: Path) -> Path:
-    """A one-step run of configs/wavegan-cpu.yaml: the default bundle's architecture, untrained weights."""
+    """A one-step run of configs/wavegan-laptop.yaml: the default bundle's architecture, untrained weights."""
     from ganstream.training.config import load_config
     from ganstream.training.loop import Run, run_dir_for
 
-    cfg = load_config(Path(__file__).parent.parent / "configs" / "wavegan-cpu.yaml",
+    cfg = load_config(Path(__file__).parent.parent / "configs" / "wavegan-laptop.yaml",
                       [f"run.out_dir={directory}", "train.steps=1", "train.batch_size=16", "loss.critic_steps=1",
                        "data.synth_items=64", "train.progress=false", "train.tensorboard=false"])
     return Run(cfg, run_dir_for(cfg), torch.device("cpu")).train()

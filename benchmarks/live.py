@@ -21,7 +21,7 @@
   OSC messages a second: underruns over the whole run.
 
 BUNDLE defaults to the bundle shipped with ganstream, else a freshly initialised
-model of its architecture (configs/wavegan-cpu.yaml, exported through
+model of its architecture (configs/wavegan-laptop.yaml, exported through
 ganstream.export; needs the training extra).
 """
 
@@ -225,14 +225,14 @@ def ensure_bundle(arg: str | None, tmp: Path) -> str:
         return str(load_bundle(None).source)
     except BundleError:
         pass
-    print("no default bundle built: exporting a freshly initialised configs/wavegan-cpu.yaml model", file=sys.stderr)
+    print("no default bundle built: exporting a freshly initialised configs/wavegan-laptop.yaml model", file=sys.stderr)
     import torch
 
     from ganstream.export.bundle import export_run
     from ganstream.training.config import load_config
     from ganstream.training.loop import Run, run_dir_for
 
-    cfg = load_config(Path(__file__).parent.parent / "configs" / "wavegan-cpu.yaml",
+    cfg = load_config(Path(__file__).parent.parent / "configs" / "wavegan-laptop.yaml",
                       [f"run.out_dir={tmp}", "train.steps=1", "train.batch_size=4", "loss.critic_steps=1",
                        "data.synth_items=16", "train.progress=false", "train.tensorboard=false"])
     run_dir = Run(cfg, run_dir_for(cfg), torch.device("cpu")).train()

@@ -1,6 +1,6 @@
 """What evaluating during training costs: seconds per evaluation against seconds per training step.
 
-Builds the run of a config (default configs/wavegan-cpu.yaml) in a temporary
+Builds the run of a config (default configs/wavegan-laptop.yaml) in a temporary
 directory and times, in the same process and on the same cores:
 
 - training steps (critic_steps critic updates and one generator update, on real batches);
@@ -12,7 +12,7 @@ directory and times, in the same process and on the same cores:
 The fraction of training time spent evaluating is seconds per evaluation over
 train.eval_every x seconds per step; the issue's budget is 10%.
 
-    python benchmarks/metric_cost.py [--config configs/wavegan-cpu.yaml] [--steps 4] [--evals 3] [--threads N]
+    python benchmarks/metric_cost.py [--config configs/wavegan-laptop.yaml] [--steps 4] [--evals 3] [--threads N]
 
 On a machine shared with another job, give --threads the number of free cores:
 torch threads competing for a busy core slow training steps several-fold.
@@ -83,7 +83,7 @@ def measure(config: str, steps: int, evals: int, tmp: Path, classifier: bool) ->
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/wavegan-cpu.yaml")
+    p.add_argument("--config", default="configs/wavegan-laptop.yaml")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--evals", type=int, default=3)
     p.add_argument("--out", default="benchmarks/results/metric_cost.json")

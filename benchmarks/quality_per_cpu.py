@@ -6,7 +6,7 @@ runs, against the set's held-out split (other kits, pitches, voices):
 
     python benchmarks/quality_per_cpu.py                                  # the baseline, 15/30/60 CPU-min
     python benchmarks/quality_per_cpu.py --budgets 15 --threads 1         # one core, the other left free
-    python benchmarks/quality_per_cpu.py --configs configs/wavegan-cpu.yaml,loss.kind=hinge --resume
+    python benchmarks/quality_per_cpu.py --configs configs/wavegan-cpu-baseline.yaml,loss.kind=hinge --resume
 
 - **Budget** is CPU time of this process (`time.process_time`, every thread counted), so a run
   pinned to one thread measures the same while another job uses the other core. The in-training
@@ -56,7 +56,7 @@ except ImportError:  # Windows: one invocation at a time there
     fcntl = None
 
 REPO = Path(__file__).resolve().parent.parent
-BASELINE = "configs/wavegan-cpu.yaml"
+BASELINE = "configs/wavegan-cpu-baseline.yaml"
 SETS = ("piano", "drums", "digits")
 BUDGETS = (15.0, 30.0, 60.0)  # CPU-minutes
 # Sets whose training folder holds one sub-folder per class: scored by a classifier trained on it.

@@ -23,6 +23,7 @@ def _config_dir() -> Path:
 
 
 RESUMABLE = sorted(OPERATIONAL)
+DEFAULT_CONFIG = "wavegan-laptop"  # what `train` with no config trains: the benchmark's winner on a laptop CPU (docs/quality.md)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="overrides are section.key=value, for example: train configs/wavegan.yaml data.source=~/samples train.steps=20000\n\n"
         "every field, with its default:\n" + describe_fields(),
     )
-    p.add_argument("config", nargs="?", help="a YAML config file, or the name of one in configs/ (wavegan, dcgan1d, ...); defaults when omitted")
+    p.add_argument("config", nargs="?", help=f"a YAML config file, or the name of one in configs/ (wavegan, dcgan1d, ...); "
+                   f"omitted: configs/{DEFAULT_CONFIG}.yaml, the laptop recipe (or, with a model.kind=KIND override, that family's defaults)")
     p.add_argument("overrides", nargs="*", help="section.key=value settings applied on top of the config")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where its latest checkpoint stopped")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (same as train.device=...)")
@@ -41,9 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _config_path(name: str | None) -> Path | None:
+def _config_path(name: str | None, overrides: list[str]) -> Path | None:
     if name is None:
-        return None
+        # Another family's fields are not WaveGAN's: model.kind=K alone means K's own defaults.
+        return None if any(o.startswith("model.kind=") for o in overrides) else _config_dir() / f"{DEFAULT_CONFIG}.yaml"
     path = Path(name).expanduser()
     if path.is_file() or path.suffix in (".yaml", ".yml"):
         return path
@@ -87,7 +90,7 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, Path, bool]:
         return config_from_dict(d, f"{run_dir} (resumed)"), run_dir, True
     if args.out:
         overrides.append(f"run.out_dir={args.out}")
-    cfg = load_config(_config_path(config_name), overrides)
+    cfg = load_config(_config_path(config_name, overrides), overrides)
     return cfg, run_dir_for(cfg), False
 
 

@@ -1,7 +1,7 @@
 """Real data sets built on demand from Debian packages: drum one-shots, sampled piano notes, spoken digits.
 
     folder = build_set("piano", root, seed=0)     # installs what is missing, builds once, then reuses
-    train configs/wavegan-cpu.yaml data.source=set:piano
+    train configs/wavegan-laptop.yaml data.source=set:piano
     ganstream eval RUN set:piano/heldout
 
 Each set lands in `<root>/sets/<name>/` (root: the data cache, ~/.cache/ganstream) as a
