@@ -66,6 +66,23 @@ def test_every_model_and_loss_trains(tiny_config, overrides):
     assert load_checkpoint(run.run_dir / "checkpoints" / "latest.pt")["step"] == 4
 
 
+@pytest.mark.filterwarnings("ignore:train.bf16")  # a CPU without native bf16 emulates it: slower, same result
+def test_bf16_autocast_trains_on_the_cpu_and_keeps_float32_weights(tiny_config):
+    cfg = tiny_config("train.bf16=true", "loss.kind=bce", "loss.critic_steps=1", "loss.r1_gamma=0.1", "loss.r1_every=1",
+                      "loss.feature_matching=1", "augment.enabled=true")
+    trainer = GANTrainer(cfg, CPU)
+    with trainer.autocast():  # what the step runs under: bf16 convolutions
+        assert trainer.generator(trainer.latents(2)).dtype == torch.bfloat16
+    batch = [torch.rand(4, 1, cfg.model.segment) * 2 - 1]
+    before = [p.detach().clone() for p in trainer.generator.parameters()]
+    stats = [trainer.step(batch) for _ in range(3)]
+    for key in ("loss_d", "loss_g", "r1", "feature_matching"):
+        assert all(np.isfinite(float(s[key])) for s in stats), key
+    assert all(p.dtype == torch.float32 for p in trainer.generator.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.generator.parameters()))
+    assert trainer.export_generator(trainer.latents(2)).dtype == torch.float32  # previews, evaluation, export
+
+
 def test_config_is_written_before_the_first_step(tiny_config):
     cfg = tiny_config("train.steps=1")
     seen = []

@@ -156,7 +156,7 @@ class TrainLoopConfig:
     preview_every: int = 1000  # steps between audio/spectrogram previews and PNG plots
     preview_count: int = 8  # fixed latents rendered at every preview
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    bf16: bool = False  # bf16 autocast on CUDA
+    bf16: bool = False  # bf16 autocast of the forward passes, on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16)
     tf32: bool = True  # allow TF32 matmuls on CUDA
     max_rollbacks: int = 3  # NaN/inf losses roll back to the last checkpoint with halved learning rates, at most this often
     tensorboard: bool = True

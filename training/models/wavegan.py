@@ -122,7 +122,7 @@ class PhaseShuffle(nn.Module):
         length = x.shape[-1]
         padded = F.pad(x, (r, r), mode="reflect")
         shifts = torch.randint(-r, r + 1, (x.shape[0],), device=x.device)
-        out = torch.empty_like(x)
+        out = padded.new_empty(x.shape)  # padded's dtype: under CPU autocast reflect padding runs in float32
         # One slice per distinct shift keeps this vectorised: at most 2r+1 groups.
         for s in range(-r, r + 1):
             idx = (shifts == s).nonzero(as_tuple=True)[0]
