@@ -57,7 +57,7 @@ DISTRIBUTIONS = ("uniform", "normal")
 DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}  # ONNX Runtime's type names -> DTYPES keys
 PRECISIONS = ("fp32", "fp16")
-STREAMING_MODES = ("crossfade", "texture")
+STREAMING_MODES = ("crossfade", "texture", "trigger")  # the live engine's modes (realtime/stream.py MODES)
 CONTROL_KINDS = ("principal", "descriptor")
 DESCRIPTORS = ("loudness", "spectral_centroid", "spectral_flatness")
 
@@ -305,7 +305,7 @@ class Controls:
 class StreamingSettings:
     """`streaming`: the recommended streaming settings for hosts."""
 
-    mode: str  # "crossfade" or "texture"
+    mode: str  # a STREAMING_MODES value: "crossfade", "texture" or "trigger"
     crossfade: int  # samples of the equal-power crossfade between segments
     texture_overlap: int  # segments overlapping at each instant in texture mode
     latent_smoothing_s: float

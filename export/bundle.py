@@ -25,7 +25,7 @@ import zipfile
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from ganstream.core.manifest import (
     FIRST_VERSION,
     FORMAT,
     MANIFEST,
+    STREAMING_MODES,
     BundleError,
     ControlItem,
     Controls,
@@ -72,10 +73,13 @@ FUSED_FILE = "fused.onnx"
 CONTROLS_FILE = "controls.npy"
 NORM_MEAN_FILE = "norm_mean.npy"
 NORM_STD_FILE = "norm_std.npy"
+# The provenance keys export writes itself (docs/bundle.md); a caller's extra keys may not replace them.
+PROVENANCE_KEYS = ("run_name", "config_hash", "step", "checkpoint", "weights", "ganstream_version", "created", "command", "reconstruction")
 
 
-def streaming_settings(segment: int, latent_dist: str, sample_rate: int) -> StreamingSettings:
-    """Recommended streaming settings for a generator of `segment` samples and latents from `latent_dist`.
+def streaming_settings(segment: int, latent_dist: str, sample_rate: int, mode: str | None = None) -> StreamingSettings:
+    """Recommended streaming settings for a generator of `segment` samples and latents from `latent_dist`;
+    `mode` (a STREAMING_MODES value) replaces the mode chosen here.
 
     The 1024-sample crossfade (64 ms at 16 kHz) is long enough to hide the seam between
     unrelated segments and short against WaveGAN's one-second segments; it scales with the
@@ -88,7 +92,7 @@ def streaming_settings(segment: int, latent_dist: str, sample_rate: int) -> Stre
     """
     std = 1.0 if latent_dist == "normal" else 1.0 / np.sqrt(3.0)
     return StreamingSettings(
-        mode="crossfade" if segment >= 0.25 * sample_rate else "texture",
+        mode=mode or ("crossfade" if segment >= 0.25 * sample_rate else "texture"),
         crossfade=int(min(round(1024 * sample_rate / 16000), segment // 4)),
         texture_overlap=next(n for n in (4, 2, 1) if segment % n == 0),
         latent_smoothing_s=0.05,
@@ -155,6 +159,8 @@ def export_run(
     vocoder: Path | str | None = None,
     vocoder_checkpoint: str = "latest",
     fused: bool = False,
+    mode: str | None = None,
+    extra_provenance: Mapping[str, Any] | None = None,
 ) -> Path:
     """Exports a run's checkpoint to the bundle directory `out` (and `out`.zip with `make_zip`); returns `out`.
 
@@ -164,6 +170,9 @@ def export_run(
     fused: a spectral bundle also gets the fused latent -> audio graph (docs/bundle.md: not faster, twice the size).
     checkpoint: "latest", "best" or a path (also looked up in the run's checkpoints/).
     controls: how many principal directions; 0 writes no controls at all (`controls: null`).
+    mode: the bundle's default streaming mode (`streaming.mode`, a STREAMING_MODES value); None: crossfade
+    for segments of a quarter second or more, texture for shorter ones.
+    extra_provenance: informational keys added to the manifest's `provenance` (JSON values; not PROVENANCE_KEYS).
     Raises ExportError (or training's CheckpointError / ConfigError) with the file and the problem.
     """
     say = log or (lambda _msg: None)
@@ -172,14 +181,22 @@ def export_run(
     for target in (out, zip_out):
         if target is not None and target.exists() and not is_bundle(target):
             raise ExportError(f"{target}: exists and is not a ganstream bundle; refusing to overwrite it")
+    if mode is not None and mode not in STREAMING_MODES:
+        raise ExportError(f"mode {mode!r}: unknown streaming mode (modes: {', '.join(STREAMING_MODES)})")
+    clash = sorted(set(extra_provenance or {}) & set(PROVENANCE_KEYS))
+    if clash:
+        raise ExportError(f"extra provenance: {', '.join(clash)} written by export itself; name the extra keys otherwise")
     ckpt_path = run_checkpoint(run_dir, checkpoint)
     kind = _model_kind(ckpt_path)
-    provenance = {"checkpoint": checkpoint, "command": command if command is not None else f"ganstream export {run_dir} -o {out}"}
+    command = command if command is not None else f"ganstream export {run_dir} -o {out}"
+    provenance = {"checkpoint": checkpoint, "command": command, "extra": dict(extra_provenance or {})}
     options = {"opset": opset, "fp16": fp16, "seed": seed}
 
     if family(kind).output is OutputKind.VOCODER:
         if vocoder is not None:
             raise ExportError(f"{run_dir}: is a vocoder run; --vocoder goes with a spectral GAN run")
+        if mode is not None:
+            raise ExportError(f"{run_dir}: is a vocoder run, whose bundle has no streaming settings; --mode goes with a GAN run")
         network, cfg, state = load_vocoder(ckpt_path, "ema")
         say(f"checkpoint {ckpt_path}: step {state['step']}, {_weights(state)} weights, vocoder")
         fill = lambda tmp: reconstruction_manifest(network, cfg, state, tmp, out, name, provenance, options, say)  # noqa: E731
@@ -197,7 +214,7 @@ def export_run(
     if family(cfg.model.kind).output is not OutputKind.SPECTRAL:
         if vocoder is not None:
             raise ExportError(f"{run_dir}: {cfg.model.kind} generates audio; --vocoder is for spectral GAN runs")
-        fill = lambda tmp: waveform_manifest(generator, cfg, state, tmp, out, name, provenance, options, controls, say)  # noqa: E731
+        fill = lambda tmp: waveform_manifest(generator, cfg, state, tmp, out, name, provenance, options, controls, say, mode)  # noqa: E731
         return write_bundle(out, fill, zip_out, say)
 
     if vocoder is None:
@@ -207,11 +224,11 @@ def export_run(
         raise ExportError(f"{vocoder}: --vocoder needs a vocoder run, this is a {_model_kind(voc_path)} run")
     network, voc_cfg, voc_state = load_vocoder(voc_path, "ema")
     say(f"vocoder {voc_path}: step {voc_state['step']}, {_weights(voc_state)} weights")
-    voc_provenance = _provenance(voc_cfg, voc_state, {**provenance, "checkpoint": vocoder_checkpoint})
+    voc_provenance = _provenance(voc_cfg, voc_state, {"checkpoint": vocoder_checkpoint, "command": command})
     return export_spectral(
         generator, cfg.model, spectral_norm(generator, cfg), network, out,
         name=name or cfg.run.name, provenance={**_provenance(cfg, state, provenance), "reconstruction": voc_provenance},
-        controls=controls, zip_out=zip_out, log=say, fused=fused, **options,
+        controls=controls, zip_out=zip_out, log=say, fused=fused, mode=mode, **options,
     )
 
 
@@ -224,7 +241,8 @@ def _weights(state: dict[str, Any]) -> str:
 
 
 def _provenance(cfg: Any, state: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's provenance of a run's checkpoint; `given` holds checkpoint and command."""
+    """The manifest's provenance of a run's checkpoint; `given` holds checkpoint, command and optionally
+    `extra`, keys added after export's own."""
     return {
         "run_name": cfg.run.name,
         "config_hash": cfg.hash(),
@@ -234,6 +252,7 @@ def _provenance(cfg: Any, state: dict[str, Any], given: dict[str, Any]) -> dict[
         "ganstream_version": __version__,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": given["command"],
+        **given.get("extra", {}),
     }
 
 
@@ -304,9 +323,10 @@ def _controls_entry(
 
 def waveform_manifest(
     generator: Any, cfg: Any, state: dict[str, Any], tmp: Path, out: Path, name: str | None,
-    provenance: dict[str, Any], options: dict[str, Any], controls: int, say: Callable[[str], None],
+    provenance: dict[str, Any], options: dict[str, Any], controls: int, say: Callable[[str], None], mode: str | None = None,
 ) -> Manifest:
-    """Writes a waveform generator's files into tmp; returns its manifest (format version 1), `files` left to write_bundle."""
+    """Writes a waveform generator's files into tmp; returns its manifest (format version 1), `files` left to write_bundle.
+    mode: `streaming.mode`, None for the one streaming_settings picks."""
     t0 = time.perf_counter()
     entry = export_waveform_generator(generator, cfg.model, tmp / GENERATOR_FILE, label=str(out / GENERATOR_FILE), **options)
     graph = _graph(entry, out, "generator")
@@ -318,7 +338,7 @@ def waveform_manifest(
         graphs={"generator": graph},
         spectral=None,
         controls=_controls_entry(generator, cfg.model, cfg.data.sample_rate, tmp, controls, options["seed"], say),
-        streaming=streaming_settings(cfg.model.segment, cfg.model.latent_dist, cfg.data.sample_rate),
+        streaming=streaming_settings(cfg.model.segment, cfg.model.latent_dist, cfg.data.sample_rate, mode),
         files={},
         provenance=_provenance(cfg, state, provenance),
     )
@@ -411,10 +431,12 @@ def export_spectral(
     zip_out: Path | None = None,
     log: Callable[[str], None] | None = None,
     fused: bool = False,
+    mode: str | None = None,
 ) -> Path:
     """Writes the spectral bundle of a generator (z -> (B, [1,] bins, frames) normalised with `norm`,
     its model config describing its front end with `spectral()`) and a vocoder (models.vocoder.Vocoder).
-    provenance: the manifest's `provenance`, with the vocoder's under `reconstruction`."""
+    provenance: the manifest's `provenance`, with the vocoder's under `reconstruction`.
+    mode: `streaming.mode`, None for the one streaming_settings picks."""
     say = log or (lambda _msg: None)
     out = Path(out)
     params = model_cfg.spectral()
@@ -422,7 +444,7 @@ def export_spectral(
     options = {"opset": opset, "fp16": fp16, "seed": seed}
     fill = lambda tmp: spectral_bundle_manifest(  # noqa: E731
         generator, model_cfg, params, norm, recon, tmp, out, options, controls, say,
-        name=name, sample_rate=params.sample_rate, provenance=provenance, fused=fused,
+        name=name, sample_rate=params.sample_rate, provenance=provenance, fused=fused, mode=mode,
     )
     return write_bundle(out, fill, zip_out, say)
 
@@ -430,7 +452,7 @@ def export_spectral(
 def spectral_bundle_manifest(
     generator: Any, model_cfg: Any, params: Any, norm: Any, reconstruction: Any, tmp: Path, out: Path,
     options: dict[str, Any], controls: int, say: Callable[[str], None], *, name: str, sample_rate: int, provenance: dict[str, Any],
-    fused: bool = False,
+    fused: bool = False, mode: str | None = None,
 ) -> Manifest:
     """The spectral bundle of any generator z -> (B, [1,] bins, frames) and a reconstruction network taking its output;
     writes its files into tmp and returns its manifest (format version 2), `files` left to write_bundle."""
@@ -466,7 +488,7 @@ def spectral_bundle_manifest(
         graphs=graphs,
         spectral=spectral_section(params, frames, norm, tmp),
         controls=_controls_entry(generator, model_cfg, sample_rate, tmp, controls, seed, say, audio=lambda z: audio(z).unsqueeze(1)),
-        streaming=streaming_settings(segment, model_cfg.latent_dist, sample_rate),
+        streaming=streaming_settings(segment, model_cfg.latent_dist, sample_rate, mode),
         files={},
         provenance=provenance,
     )

@@ -11,6 +11,7 @@ import shlex
 import sys
 import time
 
+from ganstream.core.manifest import STREAMING_MODES
 from ganstream.training.checkpoint import CheckpointError
 from ganstream.training.config import ConfigError
 from ganstream.training.models import UnknownModelKind
@@ -37,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zip", action="store_true", help="also write BUNDLE.zip with the same files")
     p.add_argument("--controls", type=int, default=DEFAULT_K, metavar="K", help=f"principal (GANSpace) controls (default: {DEFAULT_K}); 0 writes no controls")
     p.add_argument("--name", help="the bundle's display name (default: the run's name)")
+    p.add_argument(
+        "--mode", choices=STREAMING_MODES,
+        help="the streaming mode hosts start in (the manifest's streaming.mode; play and render take it unless given --mode); "
+        "default: crossfade for segments of a quarter second or more, texture for shorter ones",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the parity and control latents (default: 0)")
     p.add_argument("--vocoder", metavar="VOCODER_RUN", help="a vocoder run (train configs/vocoder.yaml) turning a spectral GAN's spectrograms into audio")
     p.add_argument("--vocoder-checkpoint", default="latest", metavar="latest|PATH", help="which checkpoint of the vocoder run (default: latest)")
@@ -67,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             vocoder=args.vocoder,
             vocoder_checkpoint=args.vocoder_checkpoint,
             fused=args.fused,
+            mode=args.mode,
         )
     except ParityError as e:
         # The graph written computes something else than the generator: the export failed, not the user's input (exit 1).

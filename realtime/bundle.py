@@ -2,6 +2,9 @@
 
 `load_bundle(path)` reads a bundle directory or `.zip`, checks it against the
 contract and returns a `Bundle`: a waveform or a spectral generator to play.
+`path` may also be the name of a bundle shipped with the package (`piano`), and
+None means the default one: `resolve_bundle` says what an argument names, for
+every command that takes a bundle.
 `load_reconstruction(path)` reads the reconstruction network of a spectral
 bundle, or of a reconstruction bundle (a vocoder exported alone). Every problem raises one `BundleError` naming
 the file and, where there is one, the manifest field: a host either plays what
@@ -52,12 +55,13 @@ from ganstream.core.spectral import BinNorm, SpectralParams
 
 # The reader's public names; the schema's classes are re-exported from ganstream.core.manifest.
 __all__ = [
-    "BATCH", "DEFAULT_BUNDLE", "FORMAT", "MANIFEST", "Bundle", "BundleError", "ControlItem", "GraphSpec", "Manifest",
-    "Reconstruction", "SpectralSpec", "StreamingSettings", "TensorSpec", "UnknownControlError", "load_bundle",
-    "load_reconstruction", "ort_reason",
+    "BATCH", "DEFAULT_NAME", "FORMAT", "MANIFEST", "SHIPPED_BUNDLES", "Bundle", "BundleError", "ControlItem",
+    "GraphSpec", "Manifest", "Reconstruction", "SpectralSpec", "StreamingSettings", "TensorSpec", "UnknownControlError",
+    "load_bundle", "load_reconstruction", "ort_reason", "resolve_bundle", "shipped_bundles",
 ]
 
-DEFAULT_BUNDLE = Path(__file__).parent / "default_bundle"
+SHIPPED_BUNDLES = Path(__file__).parent / "bundles"  # one folder per bundle shipped with the package, named by it
+DEFAULT_NAME = "piano"  # the shipped bundle that play, render and bench use when none is named
 PLAYABLE = ("waveform", "spectral")  # what load_bundle accepts
 RECONSTRUCTING = ("spectral", "reconstruction")  # what load_reconstruction accepts
 
@@ -271,17 +275,50 @@ class Bundle:
         return rng.uniform(-1.0, 1.0, shape).astype(np.float32)
 
 
+def shipped_bundles() -> tuple[str, ...]:
+    """The names of the bundles shipped with the package, sorted: the folders of SHIPPED_BUNDLES with a manifest."""
+    if not SHIPPED_BUNDLES.is_dir():
+        return ()
+    return tuple(sorted(d.name for d in SHIPPED_BUNDLES.iterdir() if (d / MANIFEST).is_file()))
+
+
+def resolve_bundle(arg: str | os.PathLike | None) -> Path:
+    """What a bundle argument names: an existing path (directory or .zip) first, else a shipped bundle's
+    name (`ganstream play drums`); None: the default shipped bundle. Raises one BundleError otherwise,
+    saying that the path does not exist and listing the shipped names."""
+    names = shipped_bundles()
+    shipped = f"the bundles shipped with ganstream: {', '.join(names)}" if names else "no bundles are shipped with this installation"
+    if arg is None:
+        if DEFAULT_NAME not in names:
+            raise BundleError(
+                str(SHIPPED_BUNDLES / DEFAULT_NAME),
+                f"no bundle was named and the default bundle {DEFAULT_NAME!r} is not installed here ({shipped}); "
+                "name one: a bundle directory or .zip made by `ganstream export`",
+            )
+        return SHIPPED_BUNDLES / DEFAULT_NAME
+    path = Path(arg).expanduser()
+    if path.exists():
+        return path
+    if str(arg) in names:
+        return SHIPPED_BUNDLES / str(arg)
+    raise BundleError(
+        str(path),
+        f"no such bundle: nothing at this path (a bundle is a directory or a .zip holding manifest.json), "
+        f"and it is not the name of a shipped bundle ({shipped})",
+    )
+
+
 def load_bundle(
     path: str | os.PathLike | None = None, verify: bool = True, *, cache_dir: str | os.PathLike | None = None
 ) -> Bundle:
-    """Load a bundle directory or .zip (None: the default bundle shipped with the package).
+    """Load a bundle directory or .zip, or a shipped bundle by name (None: the default one); see `resolve_bundle`.
 
     verify=True also checks every file's sha256 and loads each ONNX graph on the CPU to
     compare its inputs and outputs with the manifest; verify=False skips those two (sizes
     and everything else are still checked) for a fast start on a bundle checked before.
     A .zip is extracted once into `cache_dir` (default: the user cache) under its sha256.
     """
-    source, directory, raw, spec = _open(path, cache_dir, PLAYABLE)
+    source, directory, raw, spec = _open(resolve_bundle(path), cache_dir, PLAYABLE)
     graphs = _check_files(source, directory, spec, verify)
     controls = None
     if spec.controls is not None:
@@ -300,17 +337,9 @@ def load_reconstruction(
 
 
 def _open(
-    path: str | os.PathLike | None, cache_dir: str | os.PathLike | None, kinds: tuple[str, ...]
+    path: str | os.PathLike, cache_dir: str | os.PathLike | None, kinds: tuple[str, ...]
 ) -> tuple[Path, Path, dict, Manifest]:
     """(what was named, the directory its files are in, the manifest's JSON, the manifest parsed)."""
-    if path is None:
-        if not DEFAULT_BUNDLE.is_dir():
-            raise BundleError(
-                str(DEFAULT_BUNDLE),
-                "no bundle was named and no default bundle is installed here; name one: "
-                "a bundle directory or .zip made by `ganstream export`",
-            )
-        path = DEFAULT_BUNDLE
     source = Path(path).expanduser()
     if source.is_dir():
         directory = source

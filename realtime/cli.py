@@ -6,6 +6,10 @@ one line `ganstream COMMAND: error: ...` on stderr for anything the user can
 fix (a bad bundle, file, option or automation), and 1 with the traceback for
 an internal failure (a bug, a failing library, `play`'s engine failing).
 
+BUNDLE, in render, play and bench: a bundle directory or .zip, or the name of a
+bundle shipped with ganstream (`ganstream play drums`); without one, the default
+shipped bundle (`piano`). `bundle.resolve_bundle` decides, for every command.
+
 render: the same streaming core as the live engine (`SegmentStream`), pulled
 at the model rate, resampled to the output rate (default 48000 Hz) with a
 streaming resampler, and written to a temporary file beside the output that
@@ -33,7 +37,7 @@ import numpy as np
 import soundfile as sf
 
 from .automation import AutomationError, load_automation, load_presets
-from .bundle import BundleError, load_bundle
+from .bundle import DEFAULT_NAME, BundleError, load_bundle, shipped_bundles
 from .latents import ControlPath, LatentSpace
 from ganstream.core.resample import QUALITIES, ResampledStream
 from .stream import MODES, SegmentStream, StreamSettings
@@ -54,13 +58,22 @@ class _Parser(argparse.ArgumentParser):
         raise CommandError(message)
 
 
+def _bundle_argument(p: argparse.ArgumentParser) -> None:
+    """BUNDLE of render, play and bench; load_bundle resolves it (bundle.resolve_bundle)."""
+    p.add_argument(
+        "bundle", nargs="?", metavar="BUNDLE",
+        help=f"bundle directory or .zip, or the name of a bundle shipped with ganstream ({', '.join(shipped_bundles()) or 'none here'}); "
+        f"default: {DEFAULT_NAME}",
+    )
+
+
 def _render_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="ganstream render",
         description="Render endless audio from a bundle to a WAV or FLAC file, through the same streaming "
         "core as the live engine. The same inputs give a bit-identical file.",
     )
-    p.add_argument("bundle", nargs="?", help="bundle directory or .zip (default: the bundle shipped with ganstream)")
+    _bundle_argument(p)
     p.add_argument("-o", "--output", required=True, help="output file; .wav or .flac")
     p.add_argument("--seconds", type=float, required=True, help="length of the render in seconds")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting latent and of the walk (default 0)")
@@ -259,7 +272,7 @@ def write_audio(
 
 def _stream_options(p: argparse.ArgumentParser) -> None:
     """Options that choose the bundle, the generator and how the stream is made (play and bench)."""
-    p.add_argument("bundle", nargs="?", help="bundle directory or .zip (default: the bundle shipped with ganstream)")
+    _bundle_argument(p)
     p.add_argument("--provider", default="auto", help="onnxruntime provider: auto (default), cpu, cuda, coreml, directml")
     p.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores but one)")
     p.add_argument("--device", help="output device: index, name or part of it (`ganstream devices` lists them)")

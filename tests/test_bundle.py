@@ -153,11 +153,13 @@ def test_zip_loads_once_into_cache(base, tmp_path, folder):
 
 
 def test_default_bundle(monkeypatch, base, tmp_path):
-    monkeypatch.setattr(bundle_module, "DEFAULT_BUNDLE", tmp_path / "nowhere")
-    with pytest.raises(BundleError, match=r"nowhere: no bundle was named and no default bundle is installed.*ganstream export"):
+    monkeypatch.setattr(bundle_module, "SHIPPED_BUNDLES", tmp_path / "nowhere")
+    with pytest.raises(BundleError, match=r"nowhere/piano: no bundle was named and the default bundle 'piano' is not installed.*ganstream export"):
         load_bundle()
-    monkeypatch.setattr(bundle_module, "DEFAULT_BUNDLE", base)
-    assert load_bundle(None).path == base
+    shipped = tmp_path / "shipped"
+    shutil.copytree(base, shipped / "piano")
+    monkeypatch.setattr(bundle_module, "SHIPPED_BUNDLES", shipped)
+    assert load_bundle(None).path == shipped / "piano"
 
 
 def test_verify_false_skips_hashes(copy):

@@ -37,12 +37,13 @@ from ganstream.core.manifest import (
     sha256_file,
 )
 from ganstream.core.spectral import SpectralParams
-from ganstream.realtime.bundle import DEFAULT_BUNDLE, load_bundle
+from ganstream.realtime.bundle import load_bundle, resolve_bundle
 
 DIGEST = "0123456789abcdef" * 4
 PARAMS = SpectralParams()  # 16 kHz, n_fft 256, hop 128: 128 bins
 FRAMES = 32
 SEGMENT = PARAMS.samples(FRAMES)
+DEFAULT_BUNDLE = resolve_bundle(None)  # the shipped default bundle, realtime/bundles/piano/
 
 
 def graph(file: str, inputs: tuple, outputs: tuple) -> Graph:

@@ -1,5 +1,5 @@
 """The installed wheel works away from the checkout: `train` finds its shipped configs, `ganstream render` its
-default bundle (both package data), and every module of the source tree is in the wheel.
+default bundle and its other shipped bundles by name (all package data), and every module of the source tree is in the wheel.
 
 The wheel is built from a copy of the working tree (so the build's files never land in the checkout), then
 installed into a fresh venv that sees the system's site-packages for torch and the rest; that venv's own
@@ -69,15 +69,18 @@ def test_the_wheel_holds_every_module_and_the_package_data(installed):
     assert not missing, f"not in the wheel (a package missing from pyproject.toml's `packages`?): {missing}"
     configs = {p.name for p in (ROOT / "configs").glob("*.yaml")}
     assert "wavegan.yaml" in configs and {f"ganstream/configs/{c}" for c in configs} <= names
-    bundle = {p.name for p in (ROOT / "realtime" / "default_bundle").iterdir()}
-    assert "manifest.json" in bundle and {f"ganstream/realtime/default_bundle/{f}" for f in bundle} <= names
+    shipped = sorted(p.parent for p in (ROOT / "realtime" / "bundles").glob("*/manifest.json"))
+    assert "piano" in [p.name for p in shipped]
+    for bundle in shipped:
+        files = {f"ganstream/realtime/bundles/{bundle.name}/{p.name}" for p in bundle.iterdir()}
+        assert files <= names, f"{bundle}: not in the wheel: {sorted(files - names)}"
 
 
 def test_the_venv_runs_the_wheel_not_the_checkout(installed):
     probe = installed.run(
         "python", "-c",
-        "import ganstream, ganstream.train, importlib.resources as r; from ganstream.realtime.bundle import DEFAULT_BUNDLE; "
-        "print(ganstream.__file__); print(ganstream.train.__file__); print(r.files('ganstream.configs')); print(DEFAULT_BUNDLE)",
+        "import ganstream, ganstream.train, importlib.resources as r; from ganstream.realtime.bundle import resolve_bundle; "
+        "print(ganstream.__file__); print(ganstream.train.__file__); print(r.files('ganstream.configs')); print(resolve_bundle(None))",
     )
     assert probe.returncode == 0, probe.stderr
     site = installed.venv / "lib"
@@ -105,9 +108,10 @@ def test_train_help_and_a_two_step_run_from_outside_the_checkout(installed):
     assert (run_dir / "checkpoints" / "step_00000002.pt").is_file()
 
 
-def test_render_the_default_bundle_from_the_wheel(installed):
-    out = installed.away / "default.wav"
-    rendered = installed.run("ganstream", "render", "-o", str(out), "--seconds", "1")
+@pytest.mark.parametrize("bundle", [None, "piano"], ids=["default", "by-name"])
+def test_render_a_shipped_bundle_from_the_wheel(installed, bundle):
+    out = installed.away / f"{bundle or 'default'}.wav"
+    rendered = installed.run("ganstream", "render", *([bundle] if bundle else []), "-o", str(out), "--seconds", "1")
     assert rendered.returncode == 0, rendered.stderr
     audio, rate = sf.read(out)
     assert len(audio) == rate and 0 < abs(audio).max() <= 1.0
