@@ -1,6 +1,7 @@
-"""The bundle's manifest.json (docs/bundle.md, format versions 1 and 2), as typed dataclasses: the schema's one home.
+"""The bundle's manifest.json (docs/bundle.md, format versions 1 to 3), as typed dataclasses: the schema's one home.
 
-The writer (`ganstream.export.bundle`) builds a `Manifest` and writes `Manifest.dumps()`;
+The writer (`ganstream.export.bundle`) builds a `Manifest`, with the `format_version` that
+`lowest_version` gives, and writes `Manifest.dumps()`;
 the reader (`ganstream.realtime.bundle`) parses with `Manifest.from_json` and adds only what
 needs the bundle's files and ONNX Runtime (sizes, sha256s, .npy contents, graph signatures).
 
@@ -33,11 +34,17 @@ FORMAT = "ganstream-bundle"
 MANIFEST = "manifest.json"
 WAVEFORM_VERSION = 1  # waveform bundles
 SPECTRAL_VERSION = 2  # adds spectral and reconstruction bundles
-VERSIONS = (WAVEFORM_VERSION, SPECTRAL_VERSION)
+TRIGGER_VERSION = 3  # adds streaming.mode "trigger"
+VERSIONS = (WAVEFORM_VERSION, SPECTRAL_VERSION, TRIGGER_VERSION)
 # model.kind -> the format version it came with: the lowest a writer may write for it, so hosts
 # that read only version 1 (ganstream 0.1.0) keep playing waveform bundles.
 FIRST_VERSION = {"waveform": WAVEFORM_VERSION, "spectral": SPECTRAL_VERSION, "reconstruction": SPECTRAL_VERSION}
 KINDS = tuple(FIRST_VERSION)
+# streaming.mode -> the format version it came with, likewise: a reader of versions 1 and 2
+# refuses "trigger" (its mode list has no such value), so a trigger bundle says version 3 and
+# that reader asks for an upgrade instead.
+MODE_FIRST_VERSION = {"crossfade": WAVEFORM_VERSION, "texture": WAVEFORM_VERSION, "trigger": TRIGGER_VERSION}
+STREAMING_MODES = tuple(MODE_FIRST_VERSION)  # the live engine's modes (realtime/stream.py MODES)
 # model.kind -> (graph roles it may have, roles it must have)
 ROLES = {
     "waveform": (("generator",), ("generator",)),
@@ -57,9 +64,14 @@ DISTRIBUTIONS = ("uniform", "normal")
 DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}  # ONNX Runtime's type names -> DTYPES keys
 PRECISIONS = ("fp32", "fp16")
-STREAMING_MODES = ("crossfade", "texture", "trigger")  # the live engine's modes (realtime/stream.py MODES)
 CONTROL_KINDS = ("principal", "descriptor")
 DESCRIPTORS = ("loudness", "spectral_centroid", "spectral_flatness")
+
+
+def lowest_version(kind: str, mode: str | None) -> int:
+    """The format version a writer writes: the lowest that describes a bundle of `model.kind` kind
+    and `streaming.mode` mode (None: no streaming section), so older hosts keep playing it."""
+    return max(FIRST_VERSION[kind], MODE_FIRST_VERSION[mode] if mode is not None else WAVEFORM_VERSION)
 
 
 class BundleError(ValueError):
@@ -435,6 +447,10 @@ class Manifest:
             if controls is not None:
                 _listed(controls.file, files, f, "controls.file")
             streaming = StreamingSettings.from_json(f.get(data, "streaming"), file, segment=model.segment)
+            needs = MODE_FIRST_VERSION[streaming.mode]
+            if version < needs:
+                mode = streaming.mode
+                f.fail("streaming.mode", f"is {json_brief(mode)}, which format version {version} does not have: {mode} needs format version {needs}")
         provenance = f.section(data, "provenance")
         return cls(version, name, model, graphs, spectral, controls, streaming, files, provenance)
 

@@ -32,7 +32,6 @@ import torch
 
 from ganstream import __version__
 from ganstream.core.manifest import (
-    FIRST_VERSION,
     FORMAT,
     MANIFEST,
     STREAMING_MODES,
@@ -47,6 +46,7 @@ from ganstream.core.manifest import (
     NormFiles,
     Spectral,
     StreamingSettings,
+    lowest_version,
 )
 from ganstream.training.checkpoint import load_checkpoint, load_generator, load_vocoder, resolve_checkpoint
 from ganstream.training.models import OutputKind, family, sample_latents
@@ -325,20 +325,21 @@ def waveform_manifest(
     generator: Any, cfg: Any, state: dict[str, Any], tmp: Path, out: Path, name: str | None,
     provenance: dict[str, Any], options: dict[str, Any], controls: int, say: Callable[[str], None], mode: str | None = None,
 ) -> Manifest:
-    """Writes a waveform generator's files into tmp; returns its manifest (format version 1), `files` left to write_bundle.
-    mode: `streaming.mode`, None for the one streaming_settings picks."""
+    """Writes a waveform generator's files into tmp; returns its manifest (format version 1, or 3 in trigger mode),
+    `files` left to write_bundle. mode: `streaming.mode`, None for the one streaming_settings picks."""
     t0 = time.perf_counter()
     entry = export_waveform_generator(generator, cfg.model, tmp / GENERATOR_FILE, label=str(out / GENERATOR_FILE), **options)
     graph = _graph(entry, out, "generator")
     _say_graph(say, "generator", graph, time.perf_counter() - t0)
+    streaming = streaming_settings(cfg.model.segment, cfg.model.latent_dist, cfg.data.sample_rate, mode)
     return Manifest(
-        format_version=FIRST_VERSION["waveform"],
+        format_version=lowest_version("waveform", streaming.mode),
         name=name or cfg.run.name,
         model=Model("waveform", cfg.model.kind, cfg.data.sample_rate, cfg.model.segment, Latent(cfg.model.latent_dim, cfg.model.latent_dist)),
         graphs={"generator": graph},
         spectral=None,
         controls=_controls_entry(generator, cfg.model, cfg.data.sample_rate, tmp, controls, options["seed"], say),
-        streaming=streaming_settings(cfg.model.segment, cfg.model.latent_dist, cfg.data.sample_rate, mode),
+        streaming=streaming,
         files={},
         provenance=_provenance(cfg, state, provenance),
     )
@@ -403,7 +404,7 @@ def reconstruction_manifest(
     graph = _graph(entry, out, "reconstruction")
     _say_graph(say, "reconstruction", graph, time.perf_counter() - t0, "spectrograms")
     return Manifest(
-        format_version=FIRST_VERSION["reconstruction"],
+        format_version=lowest_version("reconstruction", None),
         name=name or cfg.run.name,
         model=Model("reconstruction", cfg.model.kind, params.sample_rate, graph.outputs[0].shape[1], latent=None),
         graphs={"reconstruction": graph},
@@ -455,7 +456,7 @@ def spectral_bundle_manifest(
     fused: bool = False, mode: str | None = None,
 ) -> Manifest:
     """The spectral bundle of any generator z -> (B, [1,] bins, frames) and a reconstruction network taking its output;
-    writes its files into tmp and returns its manifest (format version 2), `files` left to write_bundle."""
+    writes its files into tmp and returns its manifest (format version 2, or 3 in trigger mode), `files` left to write_bundle."""
     seed = options["seed"]
     with torch.no_grad():
         z = sample_latents(model_cfg, PARITY_ITEMS, torch.Generator().manual_seed(seed))
@@ -481,14 +482,15 @@ def spectral_bundle_manifest(
         graphs["fused"] = _graph(entry, out, "fused")
         _say_graph(say, "fused", graphs["fused"], time.perf_counter() - t0)
     audio = SpectralAudio(generator, reconstruction).eval()
+    streaming = streaming_settings(segment, model_cfg.latent_dist, sample_rate, mode)
     return Manifest(
-        format_version=FIRST_VERSION["spectral"],
+        format_version=lowest_version("spectral", streaming.mode),
         name=name,
         model=Model("spectral", model_cfg.kind, sample_rate, segment, Latent(model_cfg.latent_dim, model_cfg.latent_dist)),
         graphs=graphs,
         spectral=spectral_section(params, frames, norm, tmp),
         controls=_controls_entry(generator, model_cfg, sample_rate, tmp, controls, seed, say, audio=lambda z: audio(z).unsqueeze(1)),
-        streaming=streaming_settings(segment, model_cfg.latent_dist, sample_rate, mode),
+        streaming=streaming,
         files={},
         provenance=provenance,
     )

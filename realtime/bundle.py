@@ -1,4 +1,4 @@
-"""Load and check a ganstream bundle (docs/bundle.md, format versions 1 and 2).
+"""Load and check a ganstream bundle (docs/bundle.md, format versions 1 to 3).
 
 `load_bundle(path)` reads a bundle directory or `.zip`, checks it against the
 contract and returns a `Bundle`: a waveform or a spectral generator to play.

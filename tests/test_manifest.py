@@ -20,7 +20,9 @@ from bundle_factory import make_bundle, read_manifest
 from ganstream.core.manifest import (
     FIRST_VERSION,
     MANIFEST,
+    MODE_FIRST_VERSION,
     ORT_DTYPES,
+    STREAMING_MODES,
     VERSIONS,
     BundleError,
     ControlItem,
@@ -34,6 +36,7 @@ from ganstream.core.manifest import (
     Spectral,
     StreamingSettings,
     TensorSpec,
+    lowest_version,
     sha256_file,
 )
 from ganstream.core.spectral import SpectralParams
@@ -75,6 +78,17 @@ def spectral_manifest(fused: bool = True) -> Manifest:
         files={name: FileEntry(DIGEST, 10) for name in sorted(files)},
         provenance={"run_name": "spectral", "reconstruction": {"run_name": "vocoder"}},
     )
+
+
+def waveform_manifest() -> Manifest:
+    """The shipped default bundle's manifest: format 1, waveform, crossfade."""
+    return Manifest.read(DEFAULT_BUNDLE / MANIFEST)
+
+
+def in_trigger_mode(m: Manifest, version: int) -> dict:
+    """m's JSON with `streaming.mode` "trigger", saying `format_version` version."""
+    data = m.to_json()
+    return {**data, "format_version": version, "streaming": {**data["streaming"], "mode": "trigger"}}
 
 
 def reconstruction_manifest() -> Manifest:
@@ -144,13 +158,66 @@ def test_dataclasses_are_frozen():
 
 
 def test_versions():
-    assert VERSIONS == (1, 2)
+    assert VERSIONS == (1, 2, 3)
     assert FIRST_VERSION == {"waveform": 1, "spectral": 2, "reconstruction": 2}
-    # a waveform bundle may say version 2 (a version-2 reader reads it), a spectral one not 1
-    data = Manifest.read(DEFAULT_BUNDLE / MANIFEST).to_json()
+    assert MODE_FIRST_VERSION == {"crossfade": 1, "texture": 1, "trigger": 3} and STREAMING_MODES == tuple(MODE_FIRST_VERSION)
+    # a waveform bundle may say version 2 or 3 (a reader of that version reads it), a spectral one not 1
+    data = waveform_manifest().to_json()
     assert Manifest.from_json({**data, "format_version": 2}).format_version == 2
+    assert Manifest.from_json({**data, "format_version": 3}).format_version == 3
+    assert Manifest.from_json({**spectral_manifest().to_json(), "format_version": 3}).format_version == 3
     with pytest.raises(BundleError, match=r'`model.kind` is "spectral", which format version 1 does not have \(it came with version 2\)'):
         Manifest.from_json({**spectral_manifest().to_json(), "format_version": 1})
+
+
+WRITTEN = [
+    ("waveform", "crossfade", 1), ("waveform", "texture", 1), ("spectral", "crossfade", 2), ("spectral", "texture", 2),
+    ("reconstruction", None, 2), ("waveform", "trigger", 3), ("spectral", "trigger", 3),
+]
+
+
+@pytest.mark.parametrize("kind, mode, version", WRITTEN, ids=[f"{k}-{m}" for k, m, _ in WRITTEN])
+def test_a_writer_writes_the_lowest_version_that_describes_the_bundle(kind, mode, version):
+    assert lowest_version(kind, mode) == version
+
+
+@pytest.mark.parametrize("make", [waveform_manifest, spectral_manifest], ids=["waveform", "spectral"])
+def test_trigger_manifests_are_version_3_and_round_trip(make):
+    m = make()
+    t = replace(m, format_version=lowest_version(m.kind, "trigger"), streaming=replace(m.streaming, mode="trigger"))
+    assert t.format_version == 3 and t.to_json() == in_trigger_mode(m, 3)
+    assert Manifest.from_json(t.to_json()) == t
+    assert Manifest.from_json(json.loads(t.dumps())) == t
+
+
+@pytest.mark.parametrize("make, version", [(waveform_manifest, 1), (waveform_manifest, 2), (spectral_manifest, 2)],
+                         ids=["waveform-1", "waveform-2", "spectral-2"])
+def test_trigger_in_a_version_1_or_2_manifest_is_refused_naming_streaming_mode(make, version):
+    data = in_trigger_mode(make(), version)
+    problem = rf'`streaming.mode` is "trigger", which format version {version} does not have: trigger needs format version 3'
+    with pytest.raises(BundleError, match=rf"^x/manifest.json: {problem}$") as info:
+        Manifest.from_json(data, "x/manifest.json")
+    assert info.value.field == "streaming.mode" and info.value.file == "x/manifest.json"
+    # negative control: the same manifest saying version 3 reads
+    assert Manifest.from_json({**data, "format_version": 3}).streaming.mode == "trigger"
+
+
+def test_the_loader_refuses_a_trigger_bundle_that_says_version_1(tmp_path):
+    d = make_bundle(tmp_path / "b.gsb", segment=1024, latent_size=4, streaming={"mode": "trigger"})  # the factory writes version 1
+    with pytest.raises(BundleError, match=r"manifest.json: `streaming.mode` is \"trigger\", .*: trigger needs format version 3$") as info:
+        load_bundle(d)
+    assert info.value.file == str(d / MANIFEST) and info.value.field == "streaming.mode"
+    (d / MANIFEST).write_text(json.dumps({**read_manifest(d), "format_version": 3}))  # not in `files`: no rehash
+    assert load_bundle(d).streaming.mode == "trigger"
+
+
+@pytest.mark.parametrize("mode", ["crossfade", "trigger"])
+def test_a_newer_version_asks_for_an_upgrade(mode):
+    data = waveform_manifest().to_json()
+    data = {**data, "format_version": 4, "streaming": {**data["streaming"], "mode": mode}}  # the version is read first
+    with pytest.raises(BundleError, match=r"`format_version` is 4, but ganstream \S+ reads format version 1, 2, 3 only: upgrade ganstream to play this bundle$") as info:
+        Manifest.from_json(data)
+    assert info.value.field == "format_version"
 
 
 # ---- strict reading: the file and the field ----------------------------------------------------

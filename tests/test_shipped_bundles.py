@@ -1,4 +1,5 @@
-"""Bundles shipped with ganstream, played by name (`ganstream play drums`), and export's --mode.
+"""Bundles shipped with ganstream, played by name (`ganstream play drums`), and export's --mode
+(a trigger bundle is format version 3, of either kind; every other keeps 1 or 2).
 
 What a bundle argument names is decided in one place, `resolve_bundle`: an existing path wins, then a
 shipped bundle's name; otherwise one error saying the path does not exist and listing the shipped names.
@@ -15,9 +16,10 @@ import pytest
 import soundfile as sf
 import torch
 from bundle_factory import make_bundle
+from test_spectral_bundle import StandInConfig, StandInGenerator, norm_of
 
 from ganstream.core.manifest import STREAMING_MODES
-from ganstream.export.bundle import export_run
+from ganstream.export.bundle import export_run, export_spectral
 from ganstream.export.onnx import ExportError
 from ganstream.main import main as ganstream
 from ganstream.realtime import bundle as bundle_module
@@ -25,6 +27,7 @@ from ganstream.realtime.bundle import DEFAULT_NAME, SHIPPED_BUNDLES, BundleError
 from ganstream.realtime.cli import bench_main, play_main, render_main
 from ganstream.realtime.stream import MODES
 from ganstream.training.loop import Run, run_dir_for
+from ganstream.training.models.vocoder import Vocoder, VocoderConfig
 
 SEG = 2048
 
@@ -125,8 +128,9 @@ def tiny_run(tmp_path_factory) -> Path:
 def test_export_mode_trigger_is_what_render_plays_by_default(tiny_run, tmp_path, capsys):
     out = tmp_path / "t.gsb"
     assert ganstream(["export", str(tiny_run), "-o", str(out), "--mode", "trigger", "--controls", "0"]) == 0
-    assert json.loads((out / "manifest.json").read_text())["streaming"]["mode"] == "trigger"
-    assert load_bundle(out).streaming.mode == "trigger"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["format_version"], manifest["model"]["kind"], manifest["streaming"]["mode"]) == (3, "waveform", "trigger")
+    assert load_bundle(out).streaming.mode == "trigger" and load_bundle(out).spec.format_version == 3
     capsys.readouterr()
     assert render_main([str(out), "-o", str(tmp_path / "t.wav"), "--seconds", "1", "--provider", "cpu"]) == 0
     assert "(trigger" in capsys.readouterr().err
@@ -139,7 +143,23 @@ def test_export_mode_trigger_is_what_render_plays_by_default(tiny_run, tmp_path,
 
 def test_export_without_mode_keeps_the_mode_it_picks(tiny_run, tmp_path):
     assert ganstream(["export", str(tiny_run), "-o", str(tmp_path / "d.gsb"), "--controls", "0"]) == 0
-    assert load_bundle(tmp_path / "d.gsb").streaming.mode == "crossfade"  # 16384 samples: a phrase, not a grain
+    b = load_bundle(tmp_path / "d.gsb")
+    assert b.streaming.mode == "crossfade"  # 16384 samples: a phrase, not a grain
+    assert b.spec.format_version == 1  # the lowest version that describes it: hosts that read only 1 still play it
+
+
+@pytest.mark.parametrize("mode, version", [("crossfade", 2), ("texture", 2), ("trigger", 3)])
+def test_a_spectral_bundle_is_version_2_unless_it_is_a_trigger_bundle(tmp_path, mode, version):
+    """tests/test_spectral_bundle.py's stand-in spectral GAN (a dense layer) and a tiny vocoder."""
+    torch.manual_seed(0)
+    cfg = StandInConfig()
+    generator = StandInGenerator(cfg).eval()
+    generator.set_norm(norm_of(cfg.bins))
+    vocoder = Vocoder(VocoderConfig(width=8, depth=1)).eval()
+    vocoder.set_norm(norm_of(cfg.bins))
+    out = export_spectral(generator, cfg, generator.norm(), vocoder, tmp_path / "s.gsb", name="s", provenance={}, mode=mode)
+    b = load_bundle(out)
+    assert (b.kind, b.spec.format_version, b.streaming.mode) == ("spectral", version, mode)
 
 
 def test_export_refuses_an_unknown_mode_and_provenance_it_writes_itself(tiny_run, tmp_path, capsys):
