@@ -62,12 +62,14 @@ from .metrics import (
     spectrogram_features,
     wasserstein_1d,
 )
-from ganstream.training.models import sample_latents
+from ganstream.training.models import OutputKind, family_of, sample_latents
+from ganstream.training.spectral_train import griffin_lim_audio
 
 MAX_HELDOUT = 1000  # held-out segments compared with
 MAX_TRAIN = 1024  # training segments NDB bins and the memorisation check searches
 NDB_BINS = 50
 LATENT_SEED = 0x5EED  # added to run.seed: the evaluation latents, never the preview ones
+EVAL_GL_ITERS = 32  # fast Griffin-Lim iterations that make a spectrogram GAN's output audible to score it
 
 
 # ---- the real clips -----------------------------------------------------------------------
@@ -237,10 +239,15 @@ def eval_latents(cfg: TrainConfig, n: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(generator: nn.Module, z: torch.Tensor, batch: int = 64) -> np.ndarray:
-    """(N, latent_dim) -> (N, segment) float32 numpy, in eval mode."""
+def generate(generator: nn.Module, z: torch.Tensor, model: Any, batch: int = 64) -> np.ndarray:
+    """(N, latent_dim) -> (N, segment) float32 numpy audio, in eval mode. `model` is the run's model
+    config: a spectrogram family's (N, bins, frames) output becomes audio by fast Griffin-Lim, so its
+    scores include the phase reconstruction's artefacts."""
     generator.eval()
-    return np.concatenate([generator(z[i : i + batch])[:, 0].float().cpu().numpy() for i in range(0, len(z), batch)])
+    out = np.concatenate([generator(z[i : i + batch])[:, 0].float().cpu().numpy() for i in range(0, len(z), batch)])
+    if family_of(model).output is OutputKind.SPECTRAL:
+        return griffin_lim_audio(out, model.spectral(), generator.norm(), iters=EVAL_GL_ITERS)
+    return out
 
 
 def check_best_metric(name: str, classifier: str) -> None:
@@ -295,7 +302,7 @@ class Evaluator:
             self.unusable = True
             warnings.warn(f"evaluation is off for this run: {e}", stacklevel=2)
             return {}
-        return reference.score(generate(generator, self.latents))
+        return reference.score(generate(generator, self.latents, self.cfg.model))
 
     def improved(self, scores: dict[str, float], step: int) -> bool:
         """Whether `scores` beat best.pt's; if so they become the best (the caller writes best.pt)."""
@@ -345,7 +352,7 @@ def open_run(run_dir: Path, which: str, data: str, device: str) -> Source:
         None if data == cfg.data.source else cfg.data,
         cfg.run.seed,
         cfg.train.classifier,
-        lambda n: generate(generator, eval_latents(cfg, n).to(dev)),
+        lambda n: generate(generator, eval_latents(cfg, n).to(dev), cfg.model),
         cfg.train.eval_samples,
     )
 

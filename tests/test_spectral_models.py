@@ -1,6 +1,7 @@
 """Spectrogram GANs: SpecGAN, the spectrogram DCGAN (square and the article's own architecture), ProGAN;
 their data path, and every shipped config trained two steps at tiny size."""
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from ganstream.training.models import FAMILIES, OutputKind, build_critic, build_
 from ganstream.training.models.progan import ProGANConfig
 from ganstream.training.models.specdcgan import SpecDCGANConfig
 from ganstream.training.models.specgan import SpecGANConfig
+from ganstream.training.progressive import ProgressiveRun
 from ganstream.training.spectral_train import SpectralRun
 
 CONFIG_DIR = Path(__file__).parent.parent / "configs"
@@ -219,13 +221,30 @@ def test_every_config_trains_two_steps(path, tmp_path):
         assert sr == 16000 and len(audio) == 2 * (cfg.model.segment + sr // 5) and np.abs(audio).max() > 0
 
 
-def test_spectral_run_refuses_evaluation_it_cannot_do(tmp_path):
-    cfg = load_config(
-        CONFIG_DIR / "specgan.yaml",
-        ["model.width=2", "data.synth_items=24", f"data.cache_dir={tmp_path}", f"run.out_dir={tmp_path}", "train.batch_size=4", "train.eval_every=10", "train.progress=false"],
-    )
-    with pytest.raises(ConfigError, match="train.eval_every"):
-        SpectralRun(cfg, run_dir_for(cfg), CPU)
+def test_a_spectral_run_is_evaluated_through_griffin_lim_and_progan_refuses(tmp_path):
+    from ganstream.evaluation.evaluate import Evaluator, generate
+    from ganstream.training.spectral_train import griffin_lim_audio
+
+    common = ["data.synth_items=24", f"data.cache_dir={tmp_path}", f"run.out_dir={tmp_path}", "train.batch_size=4",
+              "train.progress=false", "train.tensorboard=false", "data.holdout=0.2"]
+    cfg = load_config(CONFIG_DIR / "specgan.yaml", ["model.width=2", "train.steps=2", "train.eval_every=2", "train.eval_samples=8", *common])
+    run = SpectralRun(cfg, run_dir_for(cfg), CPU, evaluator=Evaluator)
+    run.train()
+    logged = [r for r in csv.DictReader(open(run.run_dir / "metrics.csv")) if r["eval/fd_logmel"]]
+    assert len(logged) == 1 and np.isfinite(float(logged[0]["eval/fd_logmel"]))
+    assert (run.run_dir / "checkpoints" / "best.pt").is_file()
+    # What was scored is the generator's spectrograms made audible by Griffin-Lim, at the front end's length.
+    g = run.trainer.export_generator
+    z = torch.rand(2, cfg.model.latent_dim) * 2 - 1
+    audio = generate(g, z, cfg.model)
+    assert audio.shape == (2, cfg.model.segment) and audio.dtype == np.float32 and np.abs(audio).max() > 0
+    with torch.no_grad():
+        specs = g(z)[:, 0].numpy()
+    assert np.allclose(audio, griffin_lim_audio(specs, cfg.model.spectral(), g.norm(), iters=32), atol=1e-6)
+
+    cfg = load_config(CONFIG_DIR / "progan-cpu.yaml", [*TINY_OVERRIDES["progan"], "train.eval_every=10", *common])
+    with pytest.raises(ConfigError, match="train.eval_every: the progressive GAN's early stages"):
+        ProgressiveRun(cfg, run_dir_for(cfg), CPU, evaluator=Evaluator)
 
 
 def test_spectral_kinds_are_registered():

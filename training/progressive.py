@@ -171,6 +171,14 @@ class ProgressiveRun(SpectralRun):
     def _make_trainer(self, grad_sync: Any) -> ProgressiveTrainer:
         return self._with_norm(ProgressiveTrainer(self.cfg, self.device, grad_sync))
 
+    def _make_evaluator(self, resume: bool) -> None:
+        if self.cfg.train.eval_every:
+            raise ConfigError(
+                "train.eval_every: the progressive GAN's early stages make smaller spectrograms than its front end, "
+                "which the evaluation's phase reconstruction needs; set train.eval_every=0"
+            )
+        return None
+
     def _batches(self) -> list[Tensor]:
         phase = self.schedule.phase(self.step)
         self.order.set_batch(phase.batch)

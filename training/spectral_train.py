@@ -7,10 +7,12 @@ moments of the training split go into the generator's buffers before step 1
 them with `generator.norm()`). Previews are the generated spectrograms as
 images, and audio from them by fast Griffin-Lim (core/phase.py).
 
-`train.eval_every` must be 0: evaluate.py scores audio, which a spectral GAN
-makes only through a phase reconstruction, and audio from Griffin-Lim would
-score the reconstruction's artefacts as much as the GAN. The trained
-reconstruction network makes the sound of an exported bundle.
+The evaluation (evaluate.py, with `train.eval_every`) scores audio, which a
+spectral GAN makes only through a phase reconstruction: it scores the audio of
+`griffin_lim_audio`, so its figures hold the reconstruction's artefacts as much
+as the GAN's (the trained reconstruction network makes the sound of an exported
+bundle). The progressive GAN is not evaluated: its early stages make smaller
+spectrograms than its front end.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 
 from ganstream.core.phase import griffin_lim
+from ganstream.core.spectral import BinNorm, SpectralParams
 
 from .config import ConfigError
 from .data.spectrograms import SpectrogramSegments, spectrogram_norm
@@ -57,14 +60,6 @@ class SpectralRun(Run):
         # The run's own moments win over a recomputation: the data stays normalised as it was trained.
         self.data.norm = self.trainer.generator.norm()
 
-    def _make_evaluator(self, resume: bool) -> None:
-        if self.cfg.train.eval_every:
-            raise ConfigError(
-                "train.eval_every: the evaluation scores audio, which a spectrogram GAN makes only through a phase "
-                "reconstruction; training does not evaluate spectrogram GANs: set train.eval_every=0"
-            )
-        return None
-
     @torch.no_grad()
     def spectrograms(self, z: torch.Tensor) -> np.ndarray:
         """(N, latent_dim) -> (N, bins, frames) from the EMA generator."""
@@ -91,13 +86,17 @@ class SpectralRun(Run):
         plt.close(fig)
 
     def preview_audio(self, specs: np.ndarray) -> np.ndarray:
-        """(N, bins, frames) normalised spectrograms -> (N, frames * hop) audio by fast Griffin-Lim
-        (PREVIEW_GL_ITERS iterations): a quick listen, not the bundle's sound, which the trained
-        reconstruction network makes."""
-        params, norm = self.cfg.model.spectral(), self.data.norm
-        audio = np.stack([griffin_lim(np.exp(norm.denormalise(spec)), params, iters=PREVIEW_GL_ITERS) for spec in specs])
-        # Inconsistent phases can overshoot the real clip's peak: scale such clips down rather than clip them.
-        return audio / np.maximum(np.abs(audio).max(axis=1, keepdims=True), 1.0)
+        """(N, bins, frames) normalised spectrograms -> (N, frames * hop) audio: a quick listen, not the
+        bundle's sound, which the trained reconstruction network makes."""
+        return griffin_lim_audio(specs, self.cfg.model.spectral(), self.data.norm)
+
+
+def griffin_lim_audio(specs: np.ndarray, params: SpectralParams, norm: BinNorm, iters: int = PREVIEW_GL_ITERS) -> np.ndarray:
+    """(N, bins, frames) normalised log-magnitude spectrograms -> (N, frames * hop) float32 audio by
+    fast Griffin-Lim (core/phase.py): previews, and what the evaluation scores of a spectral GAN."""
+    audio = np.stack([griffin_lim(np.exp(norm.denormalise(spec)), params, iters=iters) for spec in specs])
+    # Inconsistent phases can overshoot the real clip's peak: scale such clips down rather than clip them.
+    return (audio / np.maximum(np.abs(audio).max(axis=1, keepdims=True), 1.0)).astype(np.float32)
 
 
 def spectrogram_grid(specs: np.ndarray, title: str) -> Any:
