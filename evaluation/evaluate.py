@@ -357,6 +357,16 @@ def open_run(run_dir: Path, which: str, data: str, device: str) -> Source:
     )
 
 
+def _shipped_bundle(name: str) -> Path:
+    """A shipped bundle's directory by name (`ganstream eval piano set:piano/heldout`), or one ConfigError."""
+    from ganstream.realtime.bundle import BundleError, resolve_bundle
+
+    try:
+        return resolve_bundle(name)
+    except BundleError as e:
+        raise ConfigError(f"{name}: neither a run directory nor a bundle ({e.problem})") from None
+
+
 def open_bundle(path: Path, data: str) -> Source:
     from ganstream.realtime.bundle import BundleError, load_bundle
     from ganstream.realtime.inference import Generator, ProviderError
@@ -470,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     try:
         path = Path(args.source).expanduser()
+        if not path.exists():
+            path = _shipped_bundle(args.source)
         is_bundle = (path / "manifest.json").is_file() or path.suffix == ".zip"
         if is_bundle:
             src = open_bundle(path, args.data)

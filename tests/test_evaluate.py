@@ -161,7 +161,9 @@ def test_eval_of_a_bundle(tmp_path, capsys):
 
 def test_eval_errors_are_one_line(tmp_path, capsys):
     assert ganstream(["eval", str(tmp_path / "nothing"), "synth:piano"]) == 2
-    assert "eval: error:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "eval: error:" in err and "not the name of a shipped bundle (the bundles shipped with ganstream: " in err
+    assert len(err.strip().splitlines()) == 1
     assert ganstream(["train-classifier", str(tmp_path)]) == 2
     assert "needs at least two class sub-folders" in capsys.readouterr().err
 
