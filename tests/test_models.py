@@ -71,6 +71,18 @@ def test_phase_shuffle_shifts_within_radius_and_only_in_training():
     assert torch.equal(ps.eval()(x), x)
 
 
+def test_phase_shuffle_is_reflect_padding_then_a_slice_per_item():
+    """The gather equals its definition, edges included, for the same random draws."""
+    x = torch.randn(32, 3, 50)
+    torch.manual_seed(7)
+    y = PhaseShuffle(3).train()(x)
+    torch.manual_seed(7)
+    shifts = torch.randint(-3, 4, (32,))
+    padded = torch.nn.functional.pad(x, (3, 3), mode="reflect")
+    expected = torch.stack([padded[i, :, 3 - s : 3 - s + 50] for i, s in enumerate(shifts.tolist())])
+    assert torch.equal(y, expected)
+
+
 def test_dcgan1d_article_layout_at_100_samples():
     cfg = DCGAN1DConfig(ngf=64, ndf=64)
     g, d = build_generator(cfg), build_critic(cfg)

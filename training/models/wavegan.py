@@ -119,16 +119,13 @@ class PhaseShuffle(nn.Module):
         if not self.training or self.radius == 0:
             return x
         r = self.radius
-        length = x.shape[-1]
-        padded = F.pad(x, (r, r), mode="reflect")
-        shifts = torch.randint(-r, r + 1, (x.shape[0],), device=x.device)
-        out = padded.new_empty(x.shape)  # padded's dtype: under CPU autocast reflect padding runs in float32
-        # One slice per distinct shift keeps this vectorised: at most 2r+1 groups.
-        for s in range(-r, r + 1):
-            idx = (shifts == s).nonzero(as_tuple=True)[0]
-            if idx.numel():
-                out[idx] = padded[idx, :, r - s : r - s + length]
-        return out
+        b, c, length = x.shape
+        shifts = torch.randint(-r, r + 1, (b,), device=x.device)
+        # Item i reads x at t - shift_i, reflected at both ends (what reflect padding by r then slicing
+        # would give): one gather, several times cheaper on the CPU than the pad and per-shift copies.
+        t = torch.arange(length, device=x.device) - shifts[:, None]
+        t = torch.where(t < 0, -t, torch.where(t >= length, 2 * (length - 1) - t, t))
+        return x.gather(2, t[:, None, :].expand(b, c, length))
 
 
 class WaveGANCritic(nn.Module):
