@@ -238,6 +238,19 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The rows by set, config and budget: position, FD beside its floor and ceiling, steps, digits' IS."""
+    lines = ["| set | config | CPU-min | best step / trained | position | FD (floor, ceiling) | IS / real IS |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    order = {name: i for i, name in enumerate(SETS)}
+    for r in sorted(rows, key=lambda r: (order.get(r["set"], len(SETS)), r["set"], r["config"], r["budget_cpu_min"])):
+        pos = "n/a" if r["position"] is None else f"{r['position']:.3f}"
+        is_frac = f"{r['is_fraction']:.3f}" if r.get("is_fraction") is not None else ""
+        lines.append(f"| {r['set']} | `{r['config']}` | {r['budget_cpu_min']:g} | {r['step']} / {r['steps_trained']} | {pos} | "
+                     f"{r['fd']:.0f} ({r['floor']:.0f}, {r['ceiling']:.0f}) | {is_frac} |")
+    return "\n".join(lines)
+
+
 # ---- scoring ------------------------------------------------------------------------------------
 
 
@@ -487,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier", type=Path, help="the digits classifier (default: beside --out, trained on first use)")
     p.add_argument("--resume", action="store_true", help="skip rows already in the JSON; continue runs stopped at a smaller budget")
     p.add_argument("--rescore", action="store_true", help="train nothing: score again the snapshots of the rows already in the JSON")
+    p.add_argument("--table", action="store_true", help="train nothing: print the JSON's rows as a Markdown table (for the README)")
     return p
 
 
@@ -503,6 +517,9 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(Results(args.out), args.runs, args.threads, args.eval_every, classifier,
                   shlex.join(["python", "benchmarks/quality_per_cpu.py", *(sys.argv[1:] if argv is None else argv)]),
                   git_commit())
+    if args.table:
+        print(markdown_table(bench.results.rows))
+        return 0
     if args.rescore:
         rescore(bench, args.configs, args.sets, args.budgets)
         return 0
