@@ -52,10 +52,10 @@ def test_the_table_names_a_config_a_set_a_title_and_a_mode_per_bundle():
         assert (ROOT / spec.config).is_file() and spec.mode in STREAMING_MODES and spec.title == name and spec.set == name
 
 
-def test_the_drums_config_is_the_laptop_recipe_on_the_drums_set():
+def test_the_drums_config_is_the_baseline_recipe_on_the_drums_set():
     drums = load_config(ROOT / tool.SHIPPED["drums"].config)
-    laptop = load_config(ROOT / "configs" / "wavegan-laptop.yaml", ["run.name=default-bundle-drums", "data.source=set:drums"])
-    assert drums == laptop
+    baseline = load_config(ROOT / "configs" / "wavegan-cpu-baseline.yaml", ["run.name=default-bundle-drums", "data.source=set:drums"])
+    assert drums == baseline
 
 
 def test_train_commands_build_the_set_then_train():

@@ -89,16 +89,16 @@ def test_cli_reports_config_errors_in_one_line(capsys):
     assert err == ["train: error: defaults: train.stepz: unknown key (known: " + err[0].split("(known: ")[1]]
     assert train_main(["train.stepz=1"]) == 2  # the default config: its file is named
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "wavegan-laptop.yaml: train.stepz: unknown key" in err[0]
+    assert len(err) == 1 and "specgan-laptop.yaml: train.stepz: unknown key" in err[0]
 
 
 def test_train_without_a_config_trains_the_laptop_recipe():
     from ganstream.training.cli import build_parser, resolve
 
     cfg, run_dir, resumed = resolve(build_parser().parse_args(["train.steps=3"]))
-    laptop = load_config(Path(__file__).parent.parent / "configs" / "wavegan-laptop.yaml", ["train.steps=3"])
-    assert cfg == laptop and run_dir.name.startswith("wavegan-laptop-") and not resumed
-    assert cfg.loss.feature_matching == 1.0 and cfg.augment.enabled and cfg.loss.r1_gamma == 0.1
+    laptop = load_config(Path(__file__).parent.parent / "configs" / "specgan-laptop.yaml", ["train.steps=3"])
+    assert cfg == laptop and run_dir.name.startswith("specgan-laptop-") and not resumed
+    assert cfg.model.kind == "specgan" and cfg.model.width == 16 and cfg.loss.feature_matching == 1.0 and cfg.loss.r1_gamma == 0.1
     # With another family named and no config, that family's defaults, as before.
     cfg, _, _ = resolve(build_parser().parse_args(["model.kind=specgan"]))
     assert cfg.model.kind == "specgan" and cfg.loss.feature_matching == 0 and not cfg.augment.enabled

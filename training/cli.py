@@ -23,7 +23,7 @@ def _config_dir() -> Path:
 
 
 RESUMABLE = sorted(OPERATIONAL)
-DEFAULT_CONFIG = "wavegan-laptop"  # what `train` with no config trains: the benchmark's winner on a laptop CPU (docs/quality.md)
+DEFAULT_CONFIG = "specgan-laptop"  # what `train` with no config trains: the quality benchmark's winner on all three real sets (docs/quality.md)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         "every field, with its default:\n" + describe_fields(),
     )
     p.add_argument("config", nargs="?", help=f"a YAML config file, or the name of one in configs/ (wavegan, dcgan1d, ...); "
-                   f"omitted: configs/{DEFAULT_CONFIG}.yaml, the laptop recipe (or, with a model.kind=KIND override, that family's defaults)")
+                   f"omitted: configs/{DEFAULT_CONFIG}.yaml, the laptop recipe (or, with a model.kind=KIND override, that family's defaults); "
+                   "its bundle needs a reconstruction network (train configs/vocoder.yaml, then export --vocoder)")
     p.add_argument("overrides", nargs="*", help="section.key=value settings applied on top of the config")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where its latest checkpoint stopped")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (same as train.device=...)")
