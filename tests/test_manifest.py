@@ -314,4 +314,4 @@ def test_the_schema_needs_neither_torch_nor_onnxruntime(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code, str(DEFAULT_BUNDLE / MANIFEST)], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "piano (default)"
+    assert result.stdout.strip() == "piano"
