@@ -461,7 +461,7 @@ def test_train_runs_on_a_folder_of_short_clips(tmp_path: Path) -> None:
     from ganstream.training.checkpoint import load_checkpoint
 
     write_one_shots(tmp_path / "shots")
-    args = ["model.width=2", f"data.source={tmp_path / 'shots'}", f"data.cache_dir={tmp_path / 'cache'}",
+    args = ["model.kind=wavegan", "model.width=2", f"data.source={tmp_path / 'shots'}", f"data.cache_dir={tmp_path / 'cache'}",
             "train.batch_size=4", "train.steps=2", "loss.critic_steps=1", "train.eval_every=0", "train.progress=false",
             "train.tensorboard=false", "train.preview_every=1000", "train.preview_count=2", "--device", "cpu",
             "--out", str(tmp_path / "runs")]

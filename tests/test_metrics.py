@@ -143,13 +143,14 @@ def test_inception_score_of_an_oracle():
     confident = np.full((1000, classes), 1e-4)
     confident[np.arange(1000), np.arange(1000) % classes] = 1 - 1e-4 * (classes - 1)
     mean, std = inception_score(confident)
-    assert mean == pytest.approx(classes, rel=0.01) and std < 0.05
+    # Shuffled into 10 parts of 100, each part's classes are not exactly equally common.
+    assert mean == pytest.approx(classes, rel=0.06) and mean < classes and std < 0.3
     collapsed = np.repeat(confident[:1], 1000, axis=0)  # confident, but always the same class
     assert inception_score(collapsed)[0] == pytest.approx(1.0, abs=1e-6)
     unsure = np.full((1000, classes), 1 / classes)  # every class equally likely for every clip
     assert inception_score(unsure)[0] == pytest.approx(1.0, abs=1e-6)
     half = confident[np.arange(1000) % classes < 5]  # five classes used
-    assert inception_score(half)[0] == pytest.approx(5, rel=0.01)
+    assert inception_score(half)[0] == pytest.approx(5, rel=0.06)
 
 
 def test_memorisation_flags_copies_of_training_clips_and_not_fresh_ones():
@@ -174,7 +175,7 @@ def test_metric_table_names_directions():
 
 def test_inception_score_does_not_depend_on_the_order_of_the_clips():
     """Real clips arrive class by class (folder order); split as they come, each part would hold one class."""
-    confident = np.repeat(np.eye(10) * 0.99 + 0.001, 20, axis=0)  # 200 clips, 20 of each class in a row
-    assert inception_score(confident)[0] > 8.5
+    confident = np.repeat(np.eye(10) * 0.99 + 0.001, 200, axis=0)  # 2000 clips, 200 of each class in a row
+    assert inception_score(confident)[0] > 8.5  # split as they come, each part would score 1
     rng = np.random.default_rng(3)
-    assert inception_score(confident[rng.permutation(200)])[0] == pytest.approx(inception_score(confident)[0], rel=0.05)
+    assert inception_score(confident[rng.permutation(2000)])[0] == pytest.approx(inception_score(confident)[0], rel=0.05)

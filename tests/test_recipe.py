@@ -324,17 +324,17 @@ def test_resume_is_exact_with_every_piece_on(tiny_config, tmp_path):
             torch.testing.assert_close(sb[k], sa[k], rtol=1e-5, atol=1e-6, msg=f"{name}.{k}")
 
 
-# ---- the candidate config
+# ---- the laptop config
 
 
 def test_laptop_config_loads_and_trains_two_steps(tmp_path):
     path = _config_dir() / "wavegan-laptop.yaml"
     cfg = load_config(path)
-    assert cfg.loss.critics == ["wave", "stft"] and cfg.augment.enabled and cfg.loss.r1_gamma > 0 and cfg.loss.feature_matching > 0
+    assert cfg.loss.critics == ["wave"] and cfg.augment.enabled and cfg.loss.r1_gamma > 0 and cfg.loss.feature_matching > 0
     tiny = load_config(path, [
-        *FAMILIES["wavegan"].tiny, "loss.stft_channels=4", "train.steps=2", "train.batch_size=4", "data.synth_items=8",
-        "train.eval_every=0", "train.progress=false", "train.tensorboard=false", "train.log_every=1",
-        f"data.cache_dir={tmp_path / 'cache'}", f"run.out_dir={tmp_path / 'runs'}",
+        *FAMILIES["wavegan"].tiny, "loss.critics=[wave,stft]", "loss.stft_channels=4", "train.steps=2", "train.batch_size=4",
+        "data.synth_items=8", "train.eval_every=0", "train.progress=false", "train.tensorboard=false", "train.log_every=1",
+        "loss.r1_every=1", f"data.cache_dir={tmp_path / 'cache'}", f"run.out_dir={tmp_path / 'runs'}",
     ])
     run = Run(tiny, run_dir_for(tiny), CPU)
     run.train()
