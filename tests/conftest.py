@@ -57,3 +57,19 @@ def tiny_config(tmp_path):
         )
 
     return make
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The directory of a WaveGAN (width 2) trained one step on synth:piano: a run to export, once per module."""
+    from ganstream.training.loop import Run, run_dir_for
+
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = load_config(None, [
+        "model.width=2", "run.seed=1", "data.source=synth:piano", "data.synth_items=8", f"data.cache_dir={tmp / 'cache'}",
+        f"run.out_dir={tmp / 'runs'}", "train.batch_size=4", "train.steps=1", "loss.kind=hinge", "loss.critic_steps=1",
+        "train.progress=false", "train.tensorboard=false", "train.preview_every=1000", "train.device=cpu",
+    ])
+    run = Run(cfg, run_dir_for(cfg), torch.device("cpu"))
+    run.train()
+    return run.run_dir

@@ -9,14 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from ganstream.core.manifest import STREAMING_MODES
 from ganstream.export.bundle import PROVENANCE_KEYS
 from ganstream.realtime import bundle as bundle_module
 from ganstream.realtime.bundle import load_bundle
 from ganstream.training.config import load_config
-from ganstream.training.loop import Run, run_dir_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = importlib.util.spec_from_file_location("build_default_bundle", ROOT / "tools" / "build_default_bundle.py")
@@ -101,20 +99,6 @@ def test_a_missing_stamp_or_field_is_one_error_naming_the_file(tmp_path):
 
 
 # ---- --from-run, end to end --------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    """A WaveGAN (width 2) trained one step on synth:piano."""
-    tmp = tmp_path_factory.mktemp("run")
-    cfg = load_config(None, [
-        "model.width=2", "run.seed=1", "data.source=synth:piano", "data.synth_items=8", f"data.cache_dir={tmp / 'cache'}",
-        f"run.out_dir={tmp / 'runs'}", "train.batch_size=4", "train.steps=1", "loss.kind=hinge", "loss.critic_steps=1",
-        "train.progress=false", "train.tensorboard=false", "train.preview_every=1000", "train.device=cpu",
-    ])
-    run = Run(cfg, run_dir_for(cfg), torch.device("cpu"))
-    run.train()
-    return run.run_dir
 
 
 def test_run_data_reads_the_runs_source_and_cache(tiny_run):

@@ -26,7 +26,6 @@ from ganstream.realtime import bundle as bundle_module
 from ganstream.realtime.bundle import DEFAULT_NAME, SHIPPED_BUNDLES, BundleError, load_bundle, resolve_bundle, shipped_bundles
 from ganstream.realtime.cli import bench_main, play_main, render_main
 from ganstream.realtime.stream import MODES
-from ganstream.training.loop import Run, run_dir_for
 from ganstream.training.models.vocoder import Vocoder, VocoderConfig
 
 SEG = 2048
@@ -107,22 +106,6 @@ def test_help_names_the_shipped_bundles(shipped, capsys):
 
 def test_the_manifest_takes_every_mode_the_live_engine_has():
     assert STREAMING_MODES == MODES
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    """A WaveGAN (width 2) trained one step."""
-    from ganstream.training.config import load_config
-
-    tmp = tmp_path_factory.mktemp("run")
-    cfg = load_config(None, [
-        "model.width=2", "run.seed=1", "data.source=synth:piano", "data.synth_items=8", f"data.cache_dir={tmp / 'cache'}",
-        f"run.out_dir={tmp / 'runs'}", "train.batch_size=4", "train.steps=1", "loss.kind=hinge", "loss.critic_steps=1",
-        "train.progress=false", "train.tensorboard=false", "train.preview_every=1000", "train.device=cpu",
-    ])
-    run = Run(cfg, run_dir_for(cfg), torch.device("cpu"))
-    run.train()
-    return run.run_dir
 
 
 def test_export_mode_trigger_is_what_render_plays_by_default(tiny_run, tmp_path, capsys):
