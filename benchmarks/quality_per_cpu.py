@@ -230,7 +230,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("log-mel FD position (0 real, 1 shaped noise)")
     ax.set_xlim(0, 1.1 * max((r["cpu_min"] for r in rows), default=1.0))
     ax.set_ylim(-0.05, 1.15)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the lines sit where a corner legend would
     ax.grid(alpha=0.3)
     tmp = path.with_suffix(".tmp")
     fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")  # long config specs widen the legend
