@@ -357,14 +357,15 @@ def open_run(run_dir: Path, which: str, data: str, device: str) -> Source:
     )
 
 
-def _shipped_bundle(name: str) -> Path:
-    """A shipped bundle's directory by name (`ganstream eval piano set:piano/heldout`), or one ConfigError."""
+def _resolve_source(arg: str) -> Path:
+    """An existing path (a run or a bundle), else a shipped bundle's directory by name
+    (`ganstream eval piano set:piano/heldout`): the players' `resolve_bundle`, its error a ConfigError."""
     from ganstream.realtime.bundle import BundleError, resolve_bundle
 
     try:
-        return resolve_bundle(name)
+        return resolve_bundle(arg)
     except BundleError as e:
-        raise ConfigError(f"{name}: neither a run directory nor a bundle ({e.problem})") from None
+        raise ConfigError(f"{arg}: neither a run directory nor a bundle ({e.problem})") from None
 
 
 def open_bundle(path: Path, data: str) -> Source:
@@ -479,9 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     try:
-        path = Path(args.source).expanduser()
-        if not path.exists():
-            path = _shipped_bundle(args.source)
+        path = _resolve_source(args.source)
         is_bundle = (path / "manifest.json").is_file() or path.suffix == ".zip"
         if is_bundle:
             src = open_bundle(path, args.data)
@@ -490,8 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise ConfigError(f"{path}: neither a run directory nor a bundle")
         if args.train_data is not None:
-            own = args.train_data != src.data.source
-            src = src._replace(train_data=replace(src.train_data or src.data, source=args.train_data) if own else None)
+            apart = args.train_data != src.data.source  # the same source: DATA is split as a run splits it
+            src = src._replace(train_data=replace(src.train_data or src.data, source=args.train_data) if apart else None)
         if args.seed is not None:
             src = src._replace(seed=args.seed)
         if args.cache_dir is not None:
