@@ -73,7 +73,10 @@ def bf16_autocast(device: torch.device) -> Callable[[], Any]:
     """bf16 autocast for the trainer's forward passes (weights, optimiser state and losses stay float32).
 
     On CPUs with native bf16 (AVX512-BF16, AMX) oneDNN's bf16 convolutions make a WaveGAN step about
-    1.5x cheaper (docs/quality.md); without them bf16 is emulated and slower, so a warning says so."""
+    1.8x cheaper (docs/quality.md); without them bf16 is emulated and slower, so a warning says so.
+    Other devices (mps) train in float32, as before CPU autocast was added."""
+    if device.type not in ("cpu", "cuda"):
+        return nullcontext
     if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         warnings.warn("train.bf16: this CPU has no native bf16 (AVX512-BF16 or AMX): training will be slower, not faster", stacklevel=3)
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
