@@ -13,8 +13,8 @@ runs, against the set's held-out split (other kits, pitches, voices):
   evaluations and the scoring at each budget are kept out of it: they measure, and their cost
   depends on train.eval_every, not on the recipe. Wall minutes are kept out alike.
 - **One run per (config, set)**: when the CPU time crosses a budget, the state of that step is
-  evaluated too, best.pt (train.best_metric=fd_logmel on the run's own holdout of the training
-  folder, never the held-out split) is copied to `budgets/best-<minutes>.pt` and scored. After the
+  evaluated too, best.pt (train.best_metric=fd_logmel against a third of the training clips,
+  `--select-against`; never the held-out split, which is only scored) is copied to `budgets/best-<minutes>.pt` and scored. After the
   last budget the run checkpoints and stops; `--resume` with a larger budget continues it from
   there with its CPU time, and skips rows the JSON already has.
 - **Position** = log(FD / floor) / log(ceiling / floor): 0 is real against real (`ganstream
@@ -332,6 +332,7 @@ class Bench:
     runs: Path
     threads: int
     eval_every: int
+    select_against: str  # train.eval_against: what best.pt is chosen on
     classifier: Path | None  # for CLASSIFIED sets
     command: str
     commit: str
@@ -349,6 +350,7 @@ def config_for(spec: str, set_name: str, bench: Bench) -> Any:
         f"run.out_dir={bench.runs}",
         f"train.eval_every={bench.eval_every}",
         "train.best_metric=fd_logmel",
+        f"train.eval_against={bench.select_against}",
         "train.device=cpu",
         "train.progress=false",
     ])
@@ -412,7 +414,7 @@ def run_config_on_set(spec: str, set_name: str, minutes: list[float], bench: Ben
             "step": int(torch.load(snap, map_location="cpu", weights_only=True)["step"]),  # of the best checkpoint
             "steps_trained": run.step, "cpu_min": round(cpu / 60, 3), "wall_min": round(wall / 60, 3),
             **score(run.run_dir, snap, heldout, classifier),
-            "threads": bench.threads, "checkpoint": str(snap), "classifier": str(classifier) if classifier else None,
+            "threads": bench.threads, "best_chosen_against": bench.select_against, "checkpoint": str(snap), "classifier": str(classifier) if classifier else None,
             "command": bench.command,
             "eval_command": shlex.join(["ganstream", "eval", str(run.run_dir), heldout, "--checkpoint", str(snap)]
                                        + (["--classifier", str(classifier)] if classifier else [])),
@@ -497,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=OUT, help="the JSON (the plot goes beside it as .png; default: %(default)s)")
     p.add_argument("--runs", type=Path, default=Path("/tmp/ganstream-qpc"), help="where runs are trained (default: %(default)s)")
     p.add_argument("--eval-every", type=int, default=EVAL_EVERY, help="train.eval_every: how often best.pt may change (default: %(default)s)")
+    p.add_argument("--select-against", choices=("train", "holdout"), default="train",
+                   help="train.eval_against: best.pt is the step that scored best against a third of the training clips, "
+                        "or against the run's data.holdout clips (28 drums: too few to rank steps) (default: %(default)s)")
     p.add_argument("--classifier", type=Path, help="the digits classifier (default: beside --out, trained on first use)")
     p.add_argument("--resume", action="store_true", help="skip rows already in the JSON; continue runs stopped at a smaller budget")
     p.add_argument("--rescore", action="store_true", help="train nothing: score again the snapshots of the rows already in the JSON")
@@ -514,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     classifier = None
     if CLASSIFIED & set(args.sets):
         classifier = args.classifier or args.out.with_name(args.out.stem + ".digits-classifier.pt")
-    bench = Bench(Results(args.out), args.runs, args.threads, args.eval_every, classifier,
+    bench = Bench(Results(args.out), args.runs, args.threads, args.eval_every, args.select_against, classifier,
                   shlex.join(["python", "benchmarks/quality_per_cpu.py", *(sys.argv[1:] if argv is None else argv)]),
                   git_commit())
     if args.table:

@@ -109,29 +109,33 @@ def _subset(index: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarr
     return index if len(index) <= limit else np.sort(rng.choice(index, limit, replace=False))
 
 
-def load_real(data: DataConfig, segment: int, seed: int, train_data: DataConfig | None = None) -> RealSets:
+def load_real(data: DataConfig, segment: int, seed: int, train_data: DataConfig | None = None, against_train: bool = False) -> RealSets:
     """The real clips of a data source, split as a run with `seed` splits them (epoch-0 offsets).
 
     With `train_data` (the run's own data, when `data` is another source), every clip of `data` is
-    held out, and the training parts come from train_data's training split."""
+    held out, and the training parts come from train_data's training split. With `against_train`
+    (train.eval_against=train), a third of the training clips stands in for the held-out part."""
     if train_data is not None:
         return _load_real_apart(data, segment, seed, train_data)
     train = load_dataset(data, segment, seed, "train", progress=False)
     held = load_dataset(data, segment, seed, "holdout", progress=False)
     rng = np.random.default_rng([seed & 0xFFFFFFFF, 0xE7A1])
-    if len(held) >= 2:
+    if len(held) >= 2 and not against_train:
         ref_idx, spare_idx = _split_clips(train, 2, rng)
         held_src, held_idx = held, np.arange(len(held))
         note = f"{data.source}: held-out split ({held.clip_count} clips)"
     else:
-        warnings.warn(
-            f"{data.source} has {len(held)} held-out segments (data.holdout={data.holdout}): evaluating against a "
-            "third of the training clips instead, which flatters a generator that memorises",
-            stacklevel=2,
-        )
+        if against_train:
+            note = f"{data.source}: a third of the training clips (train.eval_against=train)"
+        else:
+            warnings.warn(
+                f"{data.source} has {len(held)} held-out segments (data.holdout={data.holdout}): evaluating against a "
+                "third of the training clips instead, which flatters a generator that memorises",
+                stacklevel=2,
+            )
+            note = f"{data.source}: too small a holdout, a third of the training clips stand in for it"
         ref_idx, spare_idx, held_idx = _split_clips(train, 3, rng)
         held_src = train
-        note = f"{data.source}: too small a holdout, a third of the training clips stand in for it"
     if len(ref_idx) < 2 or len(held_idx) < 2:
         raise DataError(f"{data.source}: too few clips to evaluate with ({len(train)} training and {len(held)} held-out segments)")
     held_idx = _subset(held_idx, MAX_HELDOUT, rng)
@@ -288,7 +292,7 @@ class Evaluator:
         if self._reference is None:
             c = self.cfg
             classifier = load_classifier(c.train.classifier) if c.train.classifier else None
-            real = load_real(c.data, c.model.segment, c.run.seed)
+            real = load_real(c.data, c.model.segment, c.run.seed, against_train=c.train.eval_against == "train")
             self._reference = Reference.build(real, c.data.sample_rate, classifier)
         return self._reference
 

@@ -94,6 +94,27 @@ def test_training_evaluates_and_keeps_the_best_checkpoint(tiny_config):
     assert (run.run_dir / "curves.png").stat().st_size > 1000
 
 
+def test_eval_against_train_scores_training_clips_without_the_small_holdout_warning(tiny_config, recwarn):
+    """train.eval_against=train: a third of the training clips is the reference (no warning, the
+    held-out clips unused); the default still uses the holdout; anything else is refused."""
+    from ganstream.evaluation.evaluate import load_real
+
+    cfg = tiny_config("data.holdout=0.2")
+    data, segment, seed = cfg.data, cfg.model.segment, cfg.run.seed
+    apart = load_real(data, segment, seed, against_train=True)
+    held = load_real(data, segment, seed)
+    assert "train.eval_against=train" in apart.note and "held-out split" in held.note
+    assert not [w for w in recwarn if "third of the training" in str(w.message)]
+    train_clips = {c.tobytes() for c in apart.spare_source.batch(np.arange(len(apart.spare_source)), 0)}
+    assert all(c.tobytes() in train_clips for c in apart.heldout)  # drawn from the training split
+    assert not any(c.tobytes() in train_clips for c in held.heldout)  # the holdout never is
+    # The reference and the NDB/memorisation half are disjoint clips.
+    ref = {c.tobytes() for c in apart.train}
+    assert len(apart.heldout) >= 2 and not any(c.tobytes() in ref for c in apart.heldout)
+    with pytest.raises(ValueError, match="eval_against: holdout or train, not 'all'"):
+        tiny_config("train.eval_against=all")
+
+
 def test_too_little_data_turns_evaluation_off_with_a_warning(tiny_config):
     cfg = tiny_config("data.synth_items=6", "train.batch_size=2", "train.steps=1", "train.eval_every=1", "train.eval_samples=4")
     run = Run(cfg, run_dir_for(cfg), CPU, evaluator=Evaluator)
