@@ -23,7 +23,8 @@ from test_losses import Linear
 
 CPU = torch.device("cpu")
 # Width 4, not 2: WaveGAN's 2-channel layers can start with every ReLU dead (training/models/families.py).
-TINY = ("model.width=4", "train.batch_size=4", "loss.critic_steps=1", "loss.stft_channels=4", "loss.multiscale_channels=4")
+TINY = ("model.width=4", "train.batch_size=4", "loss.critic_steps=1", "loss.stft_channels=4", "loss.multiscale_channels=4",
+        "loss.period_channels=4")
 
 
 def trainer(*overrides: str, seed: int = 0) -> GANTrainer:
@@ -43,7 +44,7 @@ def real_batch(n: int = 4, seed: int = 1) -> torch.Tensor:
 # ---- the critics
 
 
-@pytest.mark.parametrize("name, count", [("stft", 3), ("multiscale", 3)])
+@pytest.mark.parametrize("name, count", [("stft", 3), ("multiscale", 3), ("period", 5)])
 def test_each_new_critic_trains_a_step_and_passes_gradient_to_the_generator(name, count):
     t = trainer(f"loss.critics=[wave,{name}]", "loss.kind=hinge")
     critic = t.extra_critics[name]
@@ -69,7 +70,7 @@ def test_each_new_critic_trains_a_step_and_passes_gradient_to_the_generator(name
 
 def test_critic_registry_and_config_agree():
     """loss.critics accepts exactly the registered names, with the family's critic always among them."""
-    assert set(CRITICS) == {"wave", "stft", "multiscale"}
+    assert set(CRITICS) == {"wave", "stft", "multiscale", "period"}
     with pytest.raises(ConfigError, match="critics"):
         load_config(None, ["loss.critics=[stft]"])  # no family critic
     with pytest.raises(ConfigError, match="critics"):
@@ -81,8 +82,8 @@ def test_critic_registry_and_config_agree():
 def test_defaults_leave_the_run_name_alone_and_settings_change_it():
     """Runs named before these fields existed keep their names (and so resume); a setting other than the default renames."""
     default = load_config(None).hash()
-    assert load_config(None, ["loss.critics=[wave]", "augment.enabled=false", "loss.r1_every=16"]).hash() == default
-    for override in ("loss.critics=[wave,stft]", "loss.r1_gamma=1", "loss.feature_matching=1", "augment.enabled=true"):
+    assert load_config(None, ["loss.critics=[wave]", "augment.enabled=false", "loss.r1_every=16", "loss.period_periods=[2,3,5,7,11]"]).hash() == default
+    for override in ("loss.critics=[wave,stft]", "loss.period_channels=4", "loss.r1_gamma=1", "loss.feature_matching=1", "augment.enabled=true"):
         assert load_config(None, [override]).hash() != default, override
 
 

@@ -150,6 +150,64 @@ def test_untrained_vocoder_is_a_phase_locked_vocoder(freq, projections):
     assert 20 * np.log10(np.linalg.norm(want - got) / np.linalg.norm(want)) < -30.0
 
 
+def test_phase_heads_shapes_range_and_untrained_residual_is_the_prior():
+    """model.phase: residual starts as the phase-locked prior (its head is zero); learned gives a phase
+    through cosine and sine, a unit vector per bin, so |spectrum| is the magnitude head's output whatever
+    the head says; an unknown mode is refused by name."""
+    params = VocoderConfig().spectral()
+    frames = torch.rand(2, params.bins, 16, generator=torch.Generator().manual_seed(3)) * 1.8 - 0.9
+    spectra = {}
+    for phase in ("locked", "residual", "learned"):
+        torch.manual_seed(0)
+        vocoder = Vocoder(VocoderConfig(frames=16, width=8, depth=1, projections=0, phase=phase)).eval()
+        assert (vocoder.phase_head is None) == (phase == "locked") and (vocoder.lock is None) == (phase == "learned")
+        if vocoder.phase_head is not None:
+            assert vocoder.phase_head.out_features == params.n_fft // 2 + 1
+            with torch.no_grad():  # any head output: the spectrum's magnitude does not depend on it
+                vocoder.phase_head.bias.uniform_(-10.0, 10.0)
+        with torch.no_grad():
+            real, imag = vocoder.spectrum(frames)
+            spectra[phase] = (real, imag, vocoder.phase_head.bias.zero_() if vocoder.phase_head is not None else None)
+        assert real.shape == imag.shape == (2, params.n_fft // 2 + 1, 16)
+        magnitude = torch.sqrt(real**2 + imag**2)
+        base = vocoder.base_log_magnitude(front_end_denormalised(vocoder, frames)).exp()
+        assert torch.allclose(magnitude, base, rtol=1e-4, atol=1e-7)
+    # With its bias back at zero (as untrained), the residual head adds nothing to the prior.
+    torch.manual_seed(0)
+    residual = Vocoder(VocoderConfig(frames=16, width=8, depth=1, projections=0, phase="residual")).eval()
+    locked = Vocoder(VocoderConfig(frames=16, width=8, depth=1, projections=0, phase="locked")).eval()
+    locked.load_state_dict({k: v for k, v in residual.state_dict().items() if not k.startswith("phase_head")})
+    with torch.no_grad():
+        assert torch.equal(residual(frames), locked(frames))
+    with pytest.raises(ValueError, match="phase: one of locked, residual, learned, not 'vocos'"):
+        VocoderConfig(phase="vocos").validate()
+    with pytest.raises(ValueError, match="critics: one or more of multiscale, period, stft"):
+        VocoderConfig(adversarial=0.1, critics=["wave"]).validate()
+
+
+def front_end_denormalised(vocoder, frames):
+    from ganstream.training.spectral import denormalise
+
+    return denormalise(frames, vocoder.input_mean, vocoder.input_std, vocoder.cfg.norm_clip)
+
+
+@pytest.mark.parametrize("phase", ["residual", "learned"])
+def test_phase_heads_export_with_parity(tiny_config, tmp_path, capsys, phase):
+    cfg = vocoder_config(tiny_config, "train.steps=2", f"model.phase={phase}", f"run.out_dir={tmp_path / 'runs'}")
+    run = VocoderRun(cfg, run_dir_for(cfg), CPU)
+    run.train()
+    out = tmp_path / "voc.gsb"
+    assert export_main([str(run.run_dir), "-o", str(out)]) == 0
+    capsys.readouterr()
+    graph = json.loads((out / "manifest.json").read_text())["graphs"]["reconstruction"]
+    assert 0 <= graph["parity_max_abs_error"] <= 1e-4
+    frames = (torch.randn(2, 128, 40, generator=torch.Generator().manual_seed(5)) / 3).clamp(-1, 1)
+    audio = Reconstructor(load_reconstruction(out), provider="cpu", threads=1).reconstruct(frames.numpy())
+    vocoder, _, _ = load_vocoder(run.run_dir / "checkpoints" / "latest.pt")
+    with torch.no_grad():  # 40 frames, over 2x the export's check: the prior's phase sums more float32 rounding
+        assert np.abs(audio - vocoder(frames).numpy()).max() < 3e-4
+
+
 def test_learning_rate_decays_by_a_cosine_to_lr_final_at_the_last_step(tiny_config):
     cfg = vocoder_config(tiny_config, "model.lr_final=0.1", "train.steps=10")
     trainer = VocoderTrainer(cfg, CPU, BinNorm(np.zeros(128, np.float32), np.ones(128, np.float32), clip=3.0))
@@ -237,13 +295,21 @@ def test_train_cli_trains_a_vocoder_with_metrics_and_previews(tiny_config, tmp_p
     assert (run_dir / "curves.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("extra", [[], ["model.adversarial=0.1", "loss.kind=hinge"]], ids=["spectral", "adversarial"])
+@pytest.mark.parametrize("extra", [
+    [],
+    ["model.adversarial=0.1", "loss.kind=hinge", "loss.feature_matching=2.0", "model.phase=residual",
+     "loss.stft_ffts=[64,128]", "loss.stft_channels=4", "loss.period_periods=[2,3]", "loss.period_channels=4"],
+], ids=["spectral", "adversarial"])
 def test_vocoder_resume_is_exact(tiny_config, tmp_path, extra):
     """Stopping at step 3 and resuming gives bit-identical weights, optimisers, EMA (and critic) to a straight run."""
     straight_cfg = vocoder_config(tiny_config, "train.steps=6", f"run.out_dir={tmp_path / 'a'}", "data.synth_items=40", *extra)
     straight = VocoderRun(straight_cfg, run_dir_for(straight_cfg), CPU)
     straight.train()
-    assert ("critic" in straight.trainer.state()) == bool(extra)
+    assert ("critics" in straight.trainer.state()) == bool(extra)
+    if extra:  # both critics were trained, and feature matching was logged
+        assert set(straight.trainer.critics) == {"period", "stft"}
+        rows = list(csv.DictReader(open(straight.run_dir / "metrics.csv")))
+        assert all(float(r["feature_matching"]) > 0 and np.isfinite(float(r["loss_g"])) for r in rows)
 
     cfg = vocoder_config(tiny_config, "train.steps=6", f"run.out_dir={tmp_path / 'b'}", "data.synth_items=40", *extra)
     first = VocoderRun(cfg, run_dir_for(cfg), CPU)

@@ -73,12 +73,15 @@ class LossConfig:
     label_smooth: float = 0.0  # bce: real targets are 1 - label_smooth (one-sided smoothing)
     label_noise: float = 0.0  # bce: std of Gaussian noise added to every target ("soft, noisy labels")
     # The critics that judge the generator, each with its own loss, summed (training/models/critics.py's CRITICS):
-    # wave (the family's own), stft (multi-resolution spectrogram), multiscale (waveform at several rates).
+    # wave (the family's own), stft (multi-resolution spectrogram), multiscale (waveform at several rates),
+    # period (waveform folded by periods).
     critics: list[str] = field(default_factory=lambda: ["wave"])
     stft_ffts: list[int] = field(default_factory=lambda: [512, 1024, 256])  # stft: one resolution per FFT size, hop n_fft / 4
     stft_channels: int = 16  # stft: channels of every 2D convolution
     multiscale_scales: list[int] = field(default_factory=lambda: [1, 2, 4])  # multiscale: average-pooling factors, one critic each
     multiscale_channels: int = 16  # multiscale: channels of the first layer (a multiple of 4: the grouped layers need it)
+    period_periods: list[int] = field(default_factory=lambda: [2, 3, 5, 7, 11])  # period: HiFi-GAN's primes, one critic each
+    period_channels: int = 8  # period: channels of the first layer (then 2x, 4x)
     r1_gamma: float = 0.0  # gamma of the R1 penalty (gamma / 2) E||grad D(real)||^2 (Mescheder et al.); 0 disables
     r1_every: int = 16  # R1 runs lazily on every r1_every-th critic step, scaled by r1_every (StyleGAN2)
     feature_matching: float = 0.0  # weight of L1 between the batch-mean critic activations of real and fake in G's loss; 0 disables
@@ -95,6 +98,8 @@ class LossConfig:
             raise ValueError(f"stft_ffts: multiples of 4 from 16, stft_channels: at least 1, not {self.stft_ffts} and {self.stft_channels}")
         if not self.multiscale_scales or min(self.multiscale_scales) < 1 or self.multiscale_channels < 4 or self.multiscale_channels % 4:
             raise ValueError(f"multiscale_scales: at least 1 each, multiscale_channels: a multiple of 4, not {self.multiscale_scales} and {self.multiscale_channels}")
+        if not self.period_periods or min(self.period_periods) < 1 or self.period_channels < 1:
+            raise ValueError(f"period_periods: at least 1 each, period_channels: at least 1, not {self.period_periods} and {self.period_channels}")
         if self.r1_gamma < 0 or self.r1_every < 1 or self.feature_matching < 0:
             raise ValueError(f"r1_gamma and feature_matching: 0 (off) or more, r1_every: at least 1, not {self.r1_gamma}, {self.feature_matching} and {self.r1_every}")
 
@@ -248,7 +253,8 @@ OPERATIONAL = frozenset({
 RECIPE_LOSS_FIELDS = {
     f.name: getattr(LossConfig(), f.name)
     for f in fields(LossConfig)
-    if f.name in ("critics", "stft_ffts", "stft_channels", "multiscale_scales", "multiscale_channels", "r1_gamma", "r1_every", "feature_matching")
+    if f.name in ("critics", "stft_ffts", "stft_channels", "multiscale_scales", "multiscale_channels",
+                  "period_periods", "period_channels", "r1_gamma", "r1_every", "feature_matching")
 }
 
 SECTIONS: dict[str, type] = {

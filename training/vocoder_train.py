@@ -60,7 +60,8 @@ from .loop import Run
 from .data.spectrograms import spectrogram_norm
 from .losses import GANLoss
 from .models import build_vocoder
-from .models.vocoder import SpectrogramCritic, Vocoder
+from .models.critics import CRITICS, FeatureTap, paired_feature_matching
+from .models.vocoder import Vocoder
 from .spectral import log_magnitude, magnitude, normalise, stft
 
 GradSync = Callable[[nn.Module], None]
@@ -125,10 +126,11 @@ class VocoderTrainer:
         o = cfg.optim
         self.opt = torch.optim.AdamW(self.vocoder.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2))
         self.loss = ReconstructionLoss(self.params).to(device)
-        self.critic: SpectrogramCritic | None = None
+        # model.critics, each with its own loss (summed), one optimiser over all of them.
+        self.critics = nn.ModuleDict()
         if cfg.model.adversarial > 0:
-            self.critic = SpectrogramCritic(cfg.model).to(device)
-            self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2))
+            self.critics = nn.ModuleDict({name: CRITICS[name](cfg.model, cfg.loss) for name in cfg.model.critics}).to(device)
+            self.opt_d = torch.optim.Adam(self.critics.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2))
             self.adversarial = GANLoss(cfg.loss)
         self.lr_scale = 1.0  # halved by every NaN rollback
         self.updates = 0  # steps taken: where the learning-rate decay stands
@@ -151,13 +153,12 @@ class VocoderTrainer:
         fake = self.vocoder(self.features(audio))
         target = audio[:, : fake.shape[-1]]
         loss, parts = self.loss(fake, target)
-        if self.critic is not None:
+        if self.critics:
             parts.update(self._critic_step(target, fake.detach()))
-            self.critic.requires_grad_(False)  # its weights are not trained by the vocoder's loss
-            g_loss = self.adversarial.generator(self.critic, fake.unsqueeze(1))
-            self.critic.requires_grad_(True)
-            loss = loss + self.cfg.model.adversarial * g_loss
+            g_loss, fm = self._adversarial_loss(target, fake)
+            loss = loss + self.cfg.model.adversarial * g_loss + self.cfg.loss.feature_matching * fm
             parts["loss_g"] = g_loss.detach()
+            parts["feature_matching"] = fm.detach()
         loss.backward()
         self.grad_sync(self.vocoder)
         stats = {"loss": loss.item(), **{k: float(v) for k, v in parts.items()}}
@@ -172,13 +173,37 @@ class VocoderTrainer:
         return stats
 
     def _critic_step(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
-        self.critic.train()
+        """One update of every critic on (B, T) real and detached fake audio."""
+        self.critics.train()
         self.opt_d.zero_grad(set_to_none=True)
-        d_loss, stats = self.adversarial.critic(self.critic, real.unsqueeze(1), fake.unsqueeze(1))
+        d_loss = real.new_zeros(())
+        stats: dict[str, Tensor] = {}
+        for name, critic in self.critics.items():
+            loss, s = self.adversarial.critic(critic, real.unsqueeze(1), fake.unsqueeze(1))
+            d_loss = d_loss + loss
+            stats |= {f"{k}_{name}": v.detach() for k, v in s.items()}
         d_loss.backward()
-        self.grad_sync(self.critic)
+        self.grad_sync(self.critics)
         self.opt_d.step()
-        return {"loss_d": d_loss.detach(), **{k: v.detach() for k, v in stats.items()}}
+        return {"loss_d": d_loss.detach(), **stats}
+
+    def _adversarial_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+        """The generator's adversarial loss and the paired feature matching of (B, T) fake (attached)
+        against its real, summed over the critics, whose weights they do not train."""
+        self.critics.requires_grad_(False)
+        g_loss, fm = fake.new_zeros(()), fake.new_zeros(())
+        for critic in self.critics.values():
+            if self.cfg.loss.feature_matching > 0:
+                with torch.no_grad(), FeatureTap(critic) as tap:
+                    critic(real.unsqueeze(1))
+                with FeatureTap(critic) as tap_fake:
+                    scores = critic(fake.unsqueeze(1))
+                fm = fm + paired_feature_matching(tap.features, tap_fake.features)
+            else:
+                scores = critic(fake.unsqueeze(1))
+            g_loss = g_loss + self.adversarial.generator_from_scores(scores)
+        self.critics.requires_grad_(True)
+        return g_loss, fm
 
     def learning_rate(self) -> float:
         """optim.lr_g, decayed by a cosine from 1 to model.lr_final over train.steps, times lr_scale."""
@@ -190,7 +215,7 @@ class VocoderTrainer:
         self.lr_scale *= 0.5
         for group in self.opt.param_groups:
             group["lr"] = self.learning_rate()
-        for group in self.opt_d.param_groups if self.critic is not None else ():
+        for group in self.opt_d.param_groups if self.critics else ():
             group["lr"] = self.cfg.optim.lr_d * self.lr_scale
 
     @torch.no_grad()
@@ -206,7 +231,7 @@ class VocoderTrainer:
             "opt": self.opt.state_dict(),
             "lr_scale": self.lr_scale,
             "updates": self.updates,
-            **({"critic": self.critic.state_dict(), "opt_d": self.opt_d.state_dict()} if self.critic is not None else {}),
+            **({"critics": self.critics.state_dict(), "opt_d": self.opt_d.state_dict()} if self.critics else {}),
         }
 
     def load(self, state: dict[str, Any]) -> None:
@@ -217,10 +242,12 @@ class VocoderTrainer:
                 raise KeyError("ema: the checkpoint has no EMA weights but train.ema_decay > 0")
             self.ema.module.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
-        if (self.critic is not None) != ("critic" in state):
-            raise KeyError("critic: model.adversarial and the checkpoint disagree on whether there is a critic")
-        if self.critic is not None:
-            self.critic.load_state_dict(state["critic"])
+        if "critic" in state:
+            raise KeyError("critic: this checkpoint's one spectrogram critic is gone (model.critics replaced it); train the run anew")
+        if bool(self.critics) != ("critics" in state):
+            raise KeyError("critics: model.adversarial and the checkpoint disagree on whether there are critics")
+        if self.critics:
+            self.critics.load_state_dict(state["critics"])
             self.opt_d.load_state_dict(state["opt_d"])
         self.lr_scale = float(state["lr_scale"])
         self.updates = int(state["updates"])

@@ -5,6 +5,9 @@
   convolution stack on the log-magnitude at each FFT size, striding over frequency.
 - `multiscale`: MelGAN's multi-scale critic: a fully convolutional waveform critic on the audio
   average-pooled by each factor (1, 2, 4: full, half and quarter rate).
+- `period`: HiFi-GAN's multi-period critic: the audio folded into (T / p, p) for each prime period
+  p, and 2D convolutions that stride along T / p only, so each sees every p-th sample: periodic
+  structure (a pitch's cycles) that the other critics average away.
 
 Every critic maps (B, channels, T) audio to raw scores, higher for real. The new ones return one
 score per item and resolution (or scale), (B, K); the losses average elementwise, so each resolution
@@ -108,11 +111,50 @@ class MultiScaleCritic(nn.Module):
         return torch.stack([s(x) for s in self.scales], dim=1)
 
 
+class _Period(nn.Module):
+    """One period of `PeriodCritic`: (B, C, T) audio -> (B,) mean of its score map."""
+
+    def __init__(self, channels: int, width: int, period: int):
+        super().__init__()
+        self.period = period
+        # HiFi-GAN's (5, 1) kernels striding 3 along the folded time axis, at a CPU's widths (its 32..1024 channels
+        # are a GPU's): width, 2 width, 4 width, 4 width.
+        layers: list[nn.Module] = []
+        c_in = channels
+        for c_out in (width, 2 * width, 4 * width):
+            layers += [nn.Conv2d(c_in, c_out, (5, 1), stride=(3, 1), padding=(2, 0)), nn.LeakyReLU(SLOPE)]
+            c_in = c_out
+        layers += [nn.Conv2d(c_in, c_in, (5, 1), padding=(2, 0)), nn.LeakyReLU(SLOPE), nn.Conv2d(c_in, 1, (3, 1), padding=(1, 0))]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, T) -> (B,)."""
+        b, c, t = x.shape
+        pad = -t % self.period
+        if pad:  # reflect, as HiFi-GAN: zeros would be a step the critic could read as fake
+            x = F.pad(x, (0, pad), mode="reflect")
+        folded = x.float().view(b, c, (t + pad) // self.period, self.period)  # (B, C, T / p, p)
+        return self.body(folded).mean(dim=(1, 2, 3))
+
+
+class PeriodCritic(nn.Module):
+    """Multi-period waveform critic: (B, channels, T) audio -> (B, len(periods)) scores."""
+
+    def __init__(self, channels: int, width: int, periods: list[int]):
+        super().__init__()
+        self.periods = nn.ModuleList(_Period(channels, width, p) for p in periods)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, T) -> (B, K), one score per period."""
+        return torch.stack([p(x) for p in self.periods], dim=1)
+
+
 # loss.critics name -> builder from (model config, loss config). The order of `loss.critics` is the order they are built in.
 CRITICS: dict[str, Callable[[Any, Any], nn.Module]] = {
     "wave": lambda model, loss: build_critic(model),
     "stft": lambda model, loss: STFTCritic(model.channels, loss.stft_channels, loss.stft_ffts),
     "multiscale": lambda model, loss: MultiScaleCritic(model.channels, loss.multiscale_channels, loss.multiscale_scales),
+    "period": lambda model, loss: PeriodCritic(model.channels, loss.period_channels, loss.period_periods),
 }
 
 
@@ -146,3 +188,11 @@ def feature_matching(real: list[Tensor], fake: list[Tensor]) -> Tensor:
     if len(real) != len(fake) or not real:
         raise ValueError(f"feature matching needs the same layers of real and fake, not {len(real)} and {len(fake)}")
     return torch.stack([(r.mean(0) - f.mean(0)).abs().mean() for r, f in zip(real, fake)]).mean()
+
+
+def paired_feature_matching(real: list[Tensor], fake: list[Tensor]) -> Tensor:
+    """HiFi-GAN's feature matching, for a fake that reconstructs its real (a vocoder's): L1 between each
+    pair's activations, averaged over elements and layers."""
+    if len(real) != len(fake) or not real:
+        raise ValueError(f"feature matching needs the same layers of real and fake, not {len(real)} and {len(fake)}")
+    return torch.stack([(r - f).abs().mean() for r, f in zip(real, fake)]).mean()

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,7 @@ _MAX_LOG_MAGNITUDE = math.log(1e3)  # a hann frame of full-scale audio peaks nea
 _PROJECTION_FLOOR = 1e-2
 _HANN_LOBE = 2  # bins either side of a peak in a Hann window's main lobe
 _BELOW_ANY = -1e4  # a log-magnitude below any real one: padding that is never a peak
+PHASES = ("locked", "residual", "learned")  # model.phase
 
 
 @dataclass
@@ -74,13 +75,26 @@ class VocoderConfig(SpectrogramFrontEnd):
     expansion: int = 3  # pointwise hidden width = expansion * width
     layer_scale: float = 0.1  # initial scale of each block's residual branch
     projections: int = 1  # Griffin-Lim steps inside the graph after the network's phase (0: none)
-    # Training only (export ignores it): the weight of an adversarial loss from SpectrogramCritic,
-    # with loss.kind's loss; 0 trains with the spectral and phase losses alone.
+    # Where the phase comes from (see the module docstring): "locked", the phase-locked prior alone;
+    # "learned", a phase head as Vocos's (an angle per bin, used through its cosine and sine, a unit
+    # vector); "residual", the head's angle added to the prior's (zero-initialised: untrained, it is
+    # the prior).
+    phase: str = "locked"
+    # Training only (export ignores it): the weight of the adversarial loss from `critics` (names in
+    # models/critics.py's CRITICS, set up by loss.*: "period" is HiFi-GAN's multi-period critic, "stft"
+    # the multi-resolution spectrogram critic of UnivNet and Vocos), with loss.kind's loss and
+    # loss.feature_matching's weight of paired feature matching; 0 trains with the spectral losses alone.
     adversarial: float = 0.0
+    critics: list[str] = field(default_factory=lambda: ["period", "stft"])
     # Training only: the learning rate at train.steps, as a fraction of optim.lr_g, reached by a
     # cosine decay (Vocos decays it so); 1 keeps it constant. On synth:piano the held-out spectral
     # convergence wandered by +-0.3 dB from step to step at a constant 1e-3.
     lr_final: float = 1.0
+
+    @property
+    def channels(self) -> int:
+        """Audio channels of the output: what the critics (models/critics.py) take."""
+        return 1
 
     def validate(self) -> None:
         self.validate_front_end()
@@ -90,8 +104,15 @@ class VocoderConfig(SpectrogramFrontEnd):
             raise ValueError(f"kernel: an odd size, so frames stay aligned, not {self.kernel}")
         if self.projections < 0:
             raise ValueError(f"projections: 0 or more Griffin-Lim steps, not {self.projections}")
+        if self.phase not in PHASES:
+            raise ValueError(f"phase: one of {', '.join(PHASES)}, not {self.phase!r}")
         if self.adversarial < 0:
             raise ValueError(f"adversarial: a weight of 0 or more, not {self.adversarial}")
+        from .critics import CRITICS  # here: critics.py imports the package this module is part of
+
+        known = sorted(set(CRITICS) - {"wave"})  # "wave" is a GAN family's own critic; a vocoder has none
+        if self.adversarial > 0 and (not self.critics or any(c not in known for c in self.critics) or len(set(self.critics)) != len(self.critics)):
+            raise ValueError(f"critics: one or more of {', '.join(known)}, each once, not {self.critics}")
         if not 0 < self.lr_final <= 1:
             raise ValueError(f"lr_final: a fraction of optim.lr_g in (0, 1], not {self.lr_final}")
 
@@ -188,10 +209,16 @@ class Vocoder(nn.Module):
         self.blocks = nn.ModuleList(ConvNeXtBlock(cfg.width, hidden, cfg.kernel, cfg.layer_scale) for _ in range(cfg.depth))
         self.out_norm = nn.LayerNorm(cfg.width, eps=1e-6)
         self.head = nn.Linear(cfg.width, self.stft_bins)  # the log-magnitude residual
+        # The phase head (model.phase residual or learned): an angle per bin, which the graph uses
+        # through its cosine and sine, so the phase it gives is a unit vector and wraps smoothly.
+        self.phase_head = nn.Linear(cfg.width, self.stft_bins) if cfg.phase != "locked" else None
         with torch.no_grad():  # untrained, the network is the phase-locked vocoder: no residual
             self.head.weight.zero_()
             self.head.bias.zero_()
-        self.lock = PhaseLock(cfg.n_fft, cfg.hop, cfg.window)
+            if cfg.phase == "residual":
+                self.phase_head.weight.zero_()
+                self.phase_head.bias.zero_()
+        self.lock = PhaseLock(cfg.n_fft, cfg.hop, cfg.window) if cfg.phase != "learned" else None
         self.istft = InverseSTFT(cfg.n_fft, cfg.hop, cfg.window)
         self.stft = STFT(cfg.n_fft, cfg.hop, cfg.window) if cfg.projections else None
 
@@ -239,10 +266,16 @@ class Vocoder(nn.Module):
         h = self.embed_norm(self.embed(features).transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
             h = block(h)
-        residual = self.head(self.out_norm(h.transpose(1, 2))).transpose(1, 2)  # (B, F, T)
+        h = self.out_norm(h.transpose(1, 2))  # (B, T, width)
+        residual = self.head(h).transpose(1, 2)  # (B, F, T)
         base = self.base_log_magnitude(log_mag)
         magnitude = torch.exp((base + residual).clamp_max(_MAX_LOG_MAGNITUDE))
-        phase = self.lock(base.detach())  # from the input's peaks alone: see the module docstring
+        if self.phase_head is None:
+            phase = self.lock(base.detach())  # from the input's peaks alone: see the module docstring
+        else:
+            phase = self.phase_head(h).transpose(1, 2)
+            if self.lock is not None:
+                phase = phase + self.lock(base.detach())
         real, imag = magnitude * torch.cos(phase), magnitude * torch.sin(phase)
         if self.cfg.projections:
             gain = self.istft.gain(real) if gain is None else gain
@@ -267,25 +300,3 @@ class Vocoder(nn.Module):
         """(B, bins, T) normalised log-magnitude -> (B, hop * T) audio in [-1, 1]."""
         gain = self.istft.gain(frames)
         return self.synthesise(*self.spectrum(frames, gain), gain)
-
-
-class SpectrogramCritic(nn.Module):
-    """(B, 1, T) audio -> (B,) scores, from its log-power STFT at the front end's resolution.
-
-    A one-resolution version of the spectrogram discriminators of UnivNet and Vocos: 2-D
-    convolutions over (frequency, frames), strided along frequency, then the mean score.
-    """
-
-    def __init__(self, cfg: VocoderConfig, width: int = 16):
-        super().__init__()
-        self.stft = STFT(cfg.n_fft, cfg.hop, cfg.window)
-        layers: list[nn.Module] = [nn.Conv2d(1, width, (9, 3), padding=(4, 1)), nn.LeakyReLU(0.2)]
-        for _ in range(3):
-            layers += [nn.Conv2d(width, width, (9, 3), stride=(2, 1), padding=(4, 1)), nn.LeakyReLU(0.2)]
-        layers.append(nn.Conv2d(width, 1, 3, padding=1))
-        self.body = nn.Sequential(*layers)
-
-    def forward(self, audio: Tensor) -> Tensor:
-        real, imag = self.stft(audio[:, 0])
-        log_power = torch.log(real * real + imag * imag + 1e-10).unsqueeze(1)  # (B, 1, F, T)
-        return self.body(0.1 * log_power).mean(dim=(1, 2, 3))
