@@ -76,38 +76,41 @@ def test_table_compares_the_baselines_on_held_out_audio(tones, tmp_path, capsys)
     rc, report = run(["--seconds", "1", "--segment", "8192"], tones, tmp_path)
     assert rc == 0
     table = capsys.readouterr().out
-    assert all(name in table for name in ("GL-32", "GL-100", "PGHI", "spectral convergence"))
-    rows = {r["method"]: r for r in report["rows"]}
-    assert set(rows) == {"GL-32", "GL-100", "PGHI"}
+    assert all(name in table for name in ("GL-32 exact", "GL-100 exact", "PGHI exact", "GL-32 clip 3", "spectral convergence"))
+    (one,) = report["sets"]
+    rows = {r["method"]: r for r in one["rows"]}
+    assert set(rows) == {"GL-32 exact", "GL-100 exact", "PGHI exact", "GL-32 clip 3"}  # the clip row: SpecGAN's 3 std
     assert all(r["clips"] == 2 for r in rows.values())  # 1 s at 8192 samples a clip
     for r in rows.values():
         assert all(np.isfinite(r[k]) for k in ("spectral_convergence_db", "log_spectral_distance_db", "compute_s_per_audio_s"))
         assert r["compute_s_per_audio_s"] > 0
     # More iterations: closer to the original, and slower.
-    assert rows["GL-100"]["spectral_convergence_db"] < rows["GL-32"]["spectral_convergence_db"] - 3
-    assert rows["GL-100"]["compute_s_per_audio_s"] > rows["GL-32"]["compute_s_per_audio_s"]
+    assert rows["GL-100 exact"]["spectral_convergence_db"] < rows["GL-32 exact"]["spectral_convergence_db"] - 3
+    assert rows["GL-100 exact"]["compute_s_per_audio_s"] > rows["GL-32 exact"]["compute_s_per_audio_s"]
     # Every method is far better than nothing (0 dB: an error as large as the signal).
     assert max(r["spectral_convergence_db"] for r in rows.values()) < -10
-    assert report["spectral"]["n_fft"] == 256 and report["segment"] == 8192 and report["seconds"] == pytest.approx(8192 * 2 / 16000)
+    assert report["spectral"]["n_fft"] == 256 and report["segment"] == 8192 and one["seconds"] == pytest.approx(8192 * 2 / 16000)
 
 
 def test_a_spectral_bundle_joins_the_table_and_its_gan_is_measured(tones, spectral_bundle, tmp_path, capsys):
     rc, report = run(["--network", str(spectral_bundle), "--seconds", "1"], tones, tmp_path)
     assert rc == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    rows = {r["method"]: r for r in report["rows"]}
+    (one,) = report["sets"]
+    rows = {r["method"]: r for r in one["rows"]}
     assert report["segment"] == 64 * 128  # the bundle's frames, inverted
     net = rows["network"]
     assert np.isfinite(net["spectral_convergence_db"]) and np.isfinite(net["log_spectral_distance_db"])
-    # Every method but "GL-32 exact" gets the magnitudes clipped as the network's input clips them,
+    # "GL-32 clip 3" gets the magnitudes clipped as the network's input clips them (the bundle's statistics),
     # which costs Griffin-Lim about 2 dB here (measured -21.8 against -23.8 dB).
-    assert rows["GL-32 exact"]["spectral_convergence_db"] < rows["GL-32"]["spectral_convergence_db"] - 1.0
-    assert rows["GL-32 exact"]["input"] == "exact" and net["input"] == rows["GL-32"]["input"] == "front end"
+    assert rows["GL-32 exact"]["spectral_convergence_db"] < rows["GL-32 clip 3"]["spectral_convergence_db"] - 1.0
+    assert rows["GL-32 exact"]["input"] == "exact" and net["input"] == rows["GL-32 clip 3"]["input"] == "clip 3"
+    assert one["statistics"] == "the network's statistics"
     # Untrained, the vocoder is a phase-locked vocoder with one Griffin-Lim step: on harmonic tones
     # it measured -19.9 dB, between PGHI and GL-32 (a random phase under the same magnitude: -7 dB).
     assert net["spectral_convergence_db"] < -15.0
-    assert "normalised per bin, clipped at norm_clip std" in out
-    c = report["consistency"]
+    assert "the network's input is always clipped at its own norm_clip" in out
+    c = one["consistency"]
     assert "spectral consistency" in out and c["items"] == 16
     for who in ("generated", "real"):
         assert all(np.isfinite(v) for v in c[who].values())
@@ -118,8 +121,10 @@ def test_a_spectral_bundle_joins_the_table_and_its_gan_is_measured(tones, spectr
 def test_a_bare_onnx_network_takes_its_statistics_from_the_training_split(tones, spectral_bundle, tmp_path, capsys):
     rc, report = run(["--network", str(spectral_bundle / RECONSTRUCTION_FILE), "--seconds", "1", "--segment", "8192"], tones, tmp_path)
     assert rc == 0, capsys.readouterr().err
-    rows = {r["method"]: r for r in report["rows"]}
-    assert np.isfinite(rows["network"]["spectral_convergence_db"]) and "consistency" not in report
+    (one,) = report["sets"]
+    rows = {r["method"]: r for r in one["rows"]}
+    assert np.isfinite(rows["network"]["spectral_convergence_db"]) and "consistency" not in one
+    assert one["statistics"] == f"{tones}'s training statistics"
     # A front end that does not fit the file is named before any statistics are computed.
     assert ganstream(["eval-reconstruction", str(tones), "--network", str(spectral_bundle / RECONSTRUCTION_FILE), "--n-fft", "512"]) == 2
     assert "(batch, 256, frames); check --n-fft and --mel-bins" in capsys.readouterr().err
@@ -132,6 +137,11 @@ def test_a_bare_onnx_network_takes_its_statistics_from_the_training_split(tones,
         (["--hop", "200"], "--hop: must be 1 .. n_fft / 2"),
         (["--seconds", "0"], "--seconds: a positive number"),
         (["--network", "/nonexistent/bundle"], "--network /nonexistent/bundle: no such bundle or ONNX file"),
+        (["--norm-clips", "2,x"], "--norm-clips: 'x' is neither a positive number of standard deviations nor 'none'"),
+        (["--norm-clips", "0"], "--norm-clips: '0'"),
+        (["--norm-clips", "3,,4"], "--norm-clips: ''"),
+        (["--norm-clips", "inf"], "--norm-clips: 'inf'"),
+        (["--max-clips", "0"], "--max-clips: at least 1"),
     ],
 )
 def test_errors_are_one_line_naming_the_problem(tones, tmp_path, capsys, args, message):
