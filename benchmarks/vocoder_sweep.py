@@ -1,0 +1,124 @@
+"""The reconstruction network at a fixed CPU budget: which design beats Griffin-Lim on real recordings.
+
+Trains each vocoder config on each real set (training/data/real_sets.py) for a budget of training CPU
+time, exports it, and scores it with `ganstream eval-reconstruction` on the set's held-out split
+(other notes, kits, voices) beside Griffin-Lim and PGHI on the same clips:
+
+    python benchmarks/vocoder_sweep.py --configs configs/vocoder.yaml,model.phase=residual --sets piano --budget 10
+    python benchmarks/vocoder_sweep.py --score-only ...   # score runs an earlier call trained
+
+- **Budget** is CPU time of this process (`time.process_time`), as in quality_per_cpu.py, whose
+  clock this borrows; a run that reaches train.steps first stops there (train.steps is also the
+  horizon of the learning-rate decay, so give it about the steps the budget allows).
+- **Scores** are the eval-reconstruction rows against exact (unclipped) magnitudes: spectral
+  convergence and log-spectral distance in dB (lower is better) and one-thread compute seconds per
+  second of audio in ONNX Runtime, with GL-32 and GL-100 on the same clips.
+
+Rows go to benchmarks/results/vocoder_sweep.json as each is measured, with the command and commit.
+Runs go under --runs (default /tmp/ganstream-vocoder-sweep), never into the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality_per_cpu import BudgetClock, BudgetStops, git_commit, pin_threads  # noqa: E402  (one budget clock)
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "benchmarks" / "results" / "vocoder_sweep.json"
+
+
+def config_for(spec: str, set_name: str, runs: Path) -> Any:
+    """CONFIG[,section.key=value...] trained on the set's training split, under runs."""
+    from ganstream.training.config import load_config
+
+    path, *overrides = spec.split(",")
+    return load_config(REPO / path if not Path(path).is_absolute() else path, [
+        *overrides, f"data.source=set:{set_name}", f"run.out_dir={runs}", "train.device=cpu", "train.progress=false",
+    ])
+
+
+def train(spec: str, set_name: str, minutes: float, runs: Path, log: Any) -> tuple[Path, dict[str, Any]]:
+    """Trains to the budget (or train.steps); returns the run directory and what training measured."""
+    import torch
+
+    from ganstream.training.loop import run_dir_for
+    from ganstream.training.models import family_of
+
+    cfg = config_for(spec, set_name, runs)
+    run_dir = run_dir_for(cfg)
+    clock = BudgetClock()
+    measured: dict[str, Any] = {}
+
+    def on_budget(run: Any, budget: float, snap: Path, cpu: float, wall: float) -> None:
+        measured.update(step=run.step, cpu_min=round(cpu / 60, 3), wall_min=round(wall / 60, 3))
+
+    with clock.excluded():
+        run = family_of(cfg.model).run_class()(cfg, run_dir, torch.device("cpu"))
+    log(f"{set_name} / {spec}: training {run_dir} for {minutes:g} CPU-min")
+    run.train(callbacks=(BudgetStops([minutes], clock, on_budget),))
+    if not measured:  # train.steps came first
+        run.checkpoint()
+        measured.update(step=run.step, cpu_min=round(clock.cpu() / 60, 3), wall_min=round(clock.wall() / 60, 3))
+    (run_dir / "sweep.json").write_text(json.dumps(measured))
+    return run_dir, measured
+
+
+def score(run_dir: Path, set_name: str, threads: int, max_clips: int) -> dict[str, Any]:
+    """Exports the run's latest checkpoint and scores it on the set's held-out split."""
+    bundle, report = run_dir / "sweep.gsb", run_dir / "sweep-eval.json"
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    subprocess.run(["ganstream", "export", str(run_dir), "-o", str(bundle)], check=True, env=env, capture_output=True)
+    subprocess.run(["ganstream", "eval-reconstruction", f"set:{set_name}/heldout", "--network", str(bundle),
+                    "--max-clips", str(max_clips), "--json", str(report)], check=True, env=env, capture_output=True)
+    return json.loads(report.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", nargs="+", default=["configs/vocoder.yaml"], help="CONFIG[,section.key=value...] each")
+    p.add_argument("--sets", nargs="+", default=["piano"], help="real set names (default: piano)")
+    p.add_argument("--budget", type=float, default=10.0, help="training CPU-minutes per run (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (default: %(default)s)")
+    p.add_argument("--max-clips", type=int, default=48, help="held-out clips scored per set (default: %(default)s)")
+    p.add_argument("--runs", type=Path, default=Path("/tmp/ganstream-vocoder-sweep"))
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--score-only", action="store_true", help="train nothing: score runs an earlier call trained")
+    args = p.parse_args(argv)
+    pin_threads(args.threads)
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    command = shlex.join(["python", "benchmarks/vocoder_sweep.py", *(sys.argv[1:] if argv is None else argv)])
+    rows = json.loads(args.out.read_text())["rows"] if args.out.is_file() else []
+    for set_name in args.sets:
+        for spec in args.configs:
+            if args.score_only:
+                from ganstream.training.loop import run_dir_for
+
+                run_dir = run_dir_for(config_for(spec, set_name, args.runs))
+                measured = json.loads((run_dir / "sweep.json").read_text())
+            else:
+                run_dir, measured = train(spec, set_name, args.budget, args.runs, log)
+            report = score(run_dir, set_name, args.threads, args.max_clips)
+            row = {"config": spec, "set": set_name, "budget_cpu_min": args.budget, **measured, "threads": args.threads,
+                   "eval": report, "run": str(run_dir), "command": command, "commit": git_commit(),
+                   "measured_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            rows = [r for r in rows if (r["config"], r["set"], r["budget_cpu_min"]) != (spec, set_name, args.budget)] + [row]
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = args.out.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps({"benchmark": "vocoder_sweep", "rows": rows}, indent=2) + "\n")
+            os.replace(tmp, args.out)
+            log(f"{set_name} / {spec}: step {measured['step']} in {measured['cpu_min']:.1f} CPU-min; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
