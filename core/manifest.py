@@ -1,4 +1,4 @@
-"""The bundle's manifest.json (docs/bundle.md, format versions 1 to 3), as typed dataclasses: the schema's one home.
+"""The bundle's manifest.json (docs/bundle.md, format versions 1 to 4), as typed dataclasses: the schema's one home.
 
 The writer (`ganstream.export.bundle`) builds a `Manifest`, with the `format_version` that
 `lowest_version` gives, and writes `Manifest.dumps()`;
@@ -28,6 +28,7 @@ from typing import Any, Mapping, NoReturn
 
 import numpy as np
 
+from .phase import GRIFFIN_LIM, PGHI
 from .spectral import SpectralParams
 
 FORMAT = "ganstream-bundle"
@@ -35,7 +36,8 @@ MANIFEST = "manifest.json"
 WAVEFORM_VERSION = 1  # waveform bundles
 SPECTRAL_VERSION = 2  # adds spectral and reconstruction bundles
 TRIGGER_VERSION = 3  # adds streaming.mode "trigger"
-VERSIONS = (WAVEFORM_VERSION, SPECTRAL_VERSION, TRIGGER_VERSION)
+FALLBACK_VERSION = 4  # adds spectral.reconstruction: spectral bundles without a reconstruction network
+VERSIONS = (WAVEFORM_VERSION, SPECTRAL_VERSION, TRIGGER_VERSION, FALLBACK_VERSION)
 # model.kind -> the format version it came with: the lowest a writer may write for it, so hosts
 # that read only version 1 (ganstream 0.1.0) keep playing waveform bundles.
 FIRST_VERSION = {"waveform": WAVEFORM_VERSION, "spectral": SPECTRAL_VERSION, "reconstruction": SPECTRAL_VERSION}
@@ -45,12 +47,19 @@ KINDS = tuple(FIRST_VERSION)
 # that reader asks for an upgrade instead.
 MODE_FIRST_VERSION = {"crossfade": WAVEFORM_VERSION, "texture": WAVEFORM_VERSION, "trigger": TRIGGER_VERSION}
 STREAMING_MODES = tuple(MODE_FIRST_VERSION)  # the live engine's modes (realtime/stream.py MODES)
+# spectral.reconstruction.method -> the format version it came with, likewise: a spectral bundle
+# without a network has no `graphs.reconstruction`, which a reader of versions 2 and 3 requires, so it
+# says version 4 and that reader asks for an upgrade instead of missing a graph. A spectral bundle
+# with a network has no `spectral.reconstruction` and keeps version 2 (or 3).
+RECONSTRUCTION_FIRST_VERSION = {GRIFFIN_LIM: FALLBACK_VERSION, PGHI: FALLBACK_VERSION}
+RECONSTRUCTION_METHODS = tuple(RECONSTRUCTION_FIRST_VERSION)  # what core/phase.py's PhaseReconstructor runs
 # model.kind -> (graph roles it may have, roles it must have)
 ROLES = {
     "waveform": (("generator",), ("generator",)),
     "spectral": (("generator", "reconstruction", "fused"), ("generator", "reconstruction")),
     "reconstruction": (("reconstruction",), ("reconstruction",)),
 }
+FALLBACK_ROLES = (("generator",), ("generator",))  # a spectral bundle with `spectral.reconstruction`: no network
 # Why a caller that cannot use a kind refuses it (Manifest.from_json's `kinds`).
 UNUSABLE = {
     "waveform": "the bundle has no reconstruction network (its generator outputs audio)",
@@ -68,10 +77,15 @@ CONTROL_KINDS = ("principal", "descriptor")
 DESCRIPTORS = ("loudness", "spectral_centroid", "spectral_flatness")
 
 
-def lowest_version(kind: str, mode: str | None) -> int:
-    """The format version a writer writes: the lowest that describes a bundle of `model.kind` kind
-    and `streaming.mode` mode (None: no streaming section), so older hosts keep playing it."""
-    return max(FIRST_VERSION[kind], MODE_FIRST_VERSION[mode] if mode is not None else WAVEFORM_VERSION)
+def lowest_version(kind: str, mode: str | None, reconstruction: str | None = None) -> int:
+    """The format version a writer writes: the lowest that describes a bundle of `model.kind` kind,
+    `streaming.mode` mode (None: no streaming section) and `spectral.reconstruction.method`
+    reconstruction (None: none, the bundle's network if it has one), so older hosts keep playing it."""
+    return max(
+        FIRST_VERSION[kind],
+        MODE_FIRST_VERSION[mode] if mode is not None else WAVEFORM_VERSION,
+        RECONSTRUCTION_FIRST_VERSION[reconstruction] if reconstruction is not None else WAVEFORM_VERSION,
+    )
 
 
 class BundleError(ValueError):
@@ -217,6 +231,33 @@ class NormFiles:
 
 
 @dataclass(frozen=True)
+class PhaseReconstruction:
+    """`spectral.reconstruction` (version 4): a spectral bundle without a reconstruction network, whose host
+    rebuilds each generated spectrogram's audio by `method`: fast Griffin-Lim, `iterations` per segment, or PGHI."""
+
+    method: str  # a RECONSTRUCTION_METHODS value
+    iterations: int | None = None  # griffin-lim only
+
+    @classmethod
+    def from_json(cls, data: Any, file: str = MANIFEST, path: str = "spectral.reconstruction") -> PhaseReconstruction:
+        f = _section(data, file, path, "an object with method (and iterations for griffin-lim)")
+        method = f.string(data, "method", path, RECONSTRUCTION_METHODS)
+        if method == GRIFFIN_LIM:
+            return cls(method, f.integer(data, "iterations", path, minimum=1))
+        return cls(method)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.method}
+        if self.method == GRIFFIN_LIM:
+            out["iterations"] = self.iterations
+        return out
+
+    def describe(self) -> str:
+        """The method in words: `griffin-lim, 32 iterations` or `pghi`."""
+        return f"{self.method}, {self.iterations} iterations" if self.method == GRIFFIN_LIM else self.method
+
+
+@dataclass(frozen=True)
 class Spectral:
     """`spectral`: the front end of a spectral or reconstruction bundle."""
 
@@ -224,6 +265,7 @@ class Spectral:
     bins: int  # frequency rows of a spectrogram (what `params` make)
     frames: int  # spectrogram columns per generated segment
     norm: NormFiles
+    reconstruction: PhaseReconstruction | None = None  # None: the bundle's `reconstruction` graph (version 4 optional key)
 
     @classmethod
     def from_json(cls, data: Any, file: str = MANIFEST, path: str = "spectral") -> Spectral:
@@ -240,10 +282,15 @@ class Spectral:
         norm = f.section(data, "norm", path)
         p = f"{path}.norm"
         clip = f.number(norm, "clip", p, positive=True)
-        return cls(params, bins, frames, NormFiles(f.relative(norm, "mean", p), f.relative(norm, "std", p), clip))
+        raw = data.get("reconstruction")  # optional: absent (or null) in a bundle with a reconstruction network
+        reconstruction = None if raw is None else PhaseReconstruction.from_json(raw, file, f"{path}.reconstruction")
+        return cls(params, bins, frames, NormFiles(f.relative(norm, "mean", p), f.relative(norm, "std", p), clip), reconstruction)
 
     def to_json(self) -> dict[str, Any]:
-        return {"params": self.params.to_dict(), "bins": self.bins, "frames": self.frames, "norm": self.norm.to_json()}
+        out = {"params": self.params.to_dict(), "bins": self.bins, "frames": self.frames, "norm": self.norm.to_json()}
+        if self.reconstruction is not None:
+            out["reconstruction"] = self.reconstruction.to_json()
+        return out
 
 
 @dataclass(frozen=True)
@@ -426,7 +473,6 @@ class Manifest:
             f.fail("spectral", f"must be null in a waveform bundle, got {json_brief(data['spectral'])}")
 
         files = _files(data, f)
-        graphs = _graphs(data, f, model.kind, files)
         spectral = None
         if model.kind != "waveform":
             spectral = Spectral.from_json(f.get(data, "spectral"), file)
@@ -434,6 +480,8 @@ class Manifest:
                 f.fail("spectral.params.sample_rate", f"is {spectral.params.sample_rate} but `model.sample_rate` is {model.sample_rate}")
             for key in ("mean", "std"):
                 _listed(getattr(spectral.norm, key), files, f, f"spectral.norm.{key}", " (so its sha256 cannot be checked)")
+            _check_phase_reconstruction(spectral, model, version, f)
+        graphs = _graphs(data, f, model.kind, files, spectral.reconstruction if spectral is not None else None)
         _check_signatures(graphs, model, spectral, f)
 
         if model.kind == "reconstruction":
@@ -529,15 +577,36 @@ def _files(manifest: dict, f: _Fields) -> dict[str, FileEntry]:
     return out
 
 
-def _graphs(manifest: dict, f: _Fields, kind: str, files: dict[str, FileEntry]) -> dict[str, Graph]:
+def _check_phase_reconstruction(spectral: Spectral, model: Model, version: int, f: _Fields) -> None:
+    """`spectral.reconstruction` against the version, the kind and the segment (docs/bundle.md, Checks (version 4))."""
+    phase = spectral.reconstruction
+    if phase is None:
+        return
+    path = "spectral.reconstruction"
+    if model.kind != "spectral":
+        f.fail(path, f"must be absent in a {model.kind} bundle: only a spectral bundle without a reconstruction network has one")
+    needs = RECONSTRUCTION_FIRST_VERSION[phase.method]
+    if version < needs:
+        f.fail(f"{path}.method", f"is {json_brief(phase.method)}, which format version {version} does not have: "
+               f"a spectral bundle without a reconstruction network needs format version {needs}")
+    samples = spectral.params.samples(spectral.frames)
+    if model.segment != samples:
+        f.fail("model.segment", f"is {model.segment} but {phase.method} rebuilds `spectral.frames` ({spectral.frames}) "
+               f"frames of `spectral.params.hop` ({spectral.params.hop}) into {samples} samples")
+
+
+def _graphs(manifest: dict, f: _Fields, kind: str, files: dict[str, FileEntry], phase: PhaseReconstruction | None = None) -> dict[str, Graph]:
+    """`graphs`, their roles checked against the kind; `phase`: the bundle's `spectral.reconstruction`, with
+    which a spectral bundle has its generator alone."""
     section = f.section(manifest, "graphs")
-    allowed, required = ROLES[kind]
+    allowed, required = ROLES[kind] if phase is None else FALLBACK_ROLES
     for role in required:
         f.section(section, role, "graphs")
     extra = [role for role in section if role not in allowed]
     if extra:
         only = ", ".join(f"`{role}`" for role in allowed)
-        f.fail(f"graphs.{extra[0]}", f"is not a graph role of a {kind} bundle (only {only})")
+        what = f"a {kind} bundle" if phase is None else f"a spectral bundle that rebuilds its audio by {phase.method} (`spectral.reconstruction`)"
+        f.fail(f"graphs.{extra[0]}", f"is not a graph role of {what} (only {only})")
     graphs = {}
     for role, entry in section.items():
         graphs[role] = Graph.from_json(entry, f.label, f"graphs.{role}")
@@ -558,8 +627,9 @@ def _check_signatures(graphs: dict[str, Graph], model: Model, spectral: Spectral
         if "generator" in graphs:
             _one_tensor(graphs["generator"], "generator", f, "inputs", [BATCH, model.latent.size], "the latent, of `model.latent.size`")
             _one_tensor(graphs["generator"], "generator", f, "outputs", frames, what)
-        _one_tensor(graphs["reconstruction"], "reconstruction", f, "inputs", frames, what)
-        _one_tensor(graphs["reconstruction"], "reconstruction", f, "outputs", [BATCH, model.segment], "the audio, of `model.segment` samples")
+        if "reconstruction" in graphs:  # absent where `spectral.reconstruction` rebuilds the audio (_check_phase_reconstruction)
+            _one_tensor(graphs["reconstruction"], "reconstruction", f, "inputs", frames, what)
+            _one_tensor(graphs["reconstruction"], "reconstruction", f, "outputs", [BATCH, model.segment], "the audio, of `model.segment` samples")
     for role in ("fused",) if spectral is not None else ("generator",):
         if role in graphs:
             _latent_to_audio(graphs[role], role, f, model)

@@ -10,7 +10,10 @@ failed export leaves nothing half-written. It never imports the training loop.
 
 A spectral GAN's run goes out with a vocoder run (`export_spectral`): the
 generator, the reconstruction network taking the generator's normalisation
-(`Vocoder.with_input_norm`), the front end and its statistics. A vocoder run
+(`Vocoder.with_input_norm`), the front end and its statistics. Without one it
+goes out with `--reconstruction griffin-lim[:N]` or `pghi`: the generator, the
+front end, its statistics and the method (`spectral.reconstruction`, format
+version 4), by which the host rebuilds the audio in numpy. A vocoder run
 alone becomes a reconstruction bundle, for `ganstream eval-reconstruction`.
 """
 
@@ -31,6 +34,7 @@ import numpy as np
 import torch
 
 from ganstream import __version__
+from ganstream.core.phase import GRIFFIN_LIM, PGHI, PhaseReconstructor
 from ganstream.core.manifest import (
     FORMAT,
     MANIFEST,
@@ -44,6 +48,7 @@ from ganstream.core.manifest import (
     Manifest,
     Model,
     NormFiles,
+    PhaseReconstruction,
     Spectral,
     StreamingSettings,
     lowest_version,
@@ -73,6 +78,17 @@ FUSED_FILE = "fused.onnx"
 CONTROLS_FILE = "controls.npy"
 NORM_MEAN_FILE = "norm_mean.npy"
 NORM_STD_FILE = "norm_std.npy"
+# `--reconstruction griffin-lim` without a count: iterations per segment. Chosen with `ganstream bench BUNDLE
+# --null --modes crossfade` on bundles of a SpecGAN d=16 (configs/specgan-laptop.yaml, one training step: the
+# generator costs what a trained one does) at its front end (n_fft 256, hop 128, 128 frames: 1.024 s at 16 kHz),
+# generator and Griffin-Lim on one core of this project's 2-core machine while other jobs kept both cores busy
+# (the shipped waveform bundle made 28-33x alone and 4.6-6.0x with 100 control changes/s there, 62x and 9.9x
+# idle). Alone / with 100 control changes/s, which regenerate two segments every 20 ms, two runs each:
+# 8 iterations 23-33x / 2.8-3.0x, 16: 30x / 1.9-2.1x, 24: 19-20x / 1.7-1.9x, 32: 16-27x / 0.8-1.3x, PGHI
+# 12-15x / 0.6-0.7x. 16 is the most that keeps about twice real time while a knob turns, at 6-9 ms a segment;
+# against 32 it gives up about 3 dB of spectral convergence (-20.9 against -24.0 dB on a synth:piano clip):
+# griffin-lim:32 buys it back on a quieter machine.
+DEFAULT_GL_ITERATIONS = 16
 # The provenance keys export writes itself (docs/bundle.md); a caller's extra keys may not replace them.
 PROVENANCE_KEYS = ("run_name", "config_hash", "step", "checkpoint", "weights", "ganstream_version", "created", "command", "reconstruction")
 
@@ -124,6 +140,25 @@ def zip_path_for(out: Path) -> Path:
 # ---- export -------------------------------------------------------------------------------------
 
 
+def parse_reconstruction(text: str) -> PhaseReconstruction:
+    """`--reconstruction`: "griffin-lim", "griffin-lim:N" (N iterations per segment) or "pghi" -> the
+    manifest's `spectral.reconstruction`; anything else is one ExportError naming the option."""
+    method, colon, count = text.partition(":")
+    if method == GRIFFIN_LIM and not colon:
+        return PhaseReconstruction(GRIFFIN_LIM, DEFAULT_GL_ITERATIONS)
+    if method == GRIFFIN_LIM:
+        if not (count.isdecimal() and int(count) >= 1):
+            raise ExportError(f"--reconstruction {text}: griffin-lim:N takes N, the iterations per segment, as a whole number of at least 1 "
+                              f"(griffin-lim alone: {DEFAULT_GL_ITERATIONS})")
+        return PhaseReconstruction(GRIFFIN_LIM, int(count))
+    if method == PGHI:
+        if colon:
+            raise ExportError(f"--reconstruction {text}: pghi has no iterations to count; use {PGHI}")
+        return PhaseReconstruction(PGHI)
+    raise ExportError(f"--reconstruction {text}: unknown; use {GRIFFIN_LIM} ({DEFAULT_GL_ITERATIONS} iterations per segment), "
+                      f"{GRIFFIN_LIM}:N (N iterations) or {PGHI}")
+
+
 def run_checkpoint(run_dir: Path, checkpoint: str = "latest") -> Path:
     """A run's checkpoint file. checkpoint: "latest", "best", a path, or a file name in the run's checkpoints/."""
     run_dir = Path(run_dir)
@@ -161,12 +196,14 @@ def export_run(
     fused: bool = False,
     mode: str | None = None,
     extra_provenance: Mapping[str, Any] | None = None,
+    reconstruction: str | None = None,
 ) -> Path:
     """Exports a run's checkpoint to the bundle directory `out` (and `out`.zip with `make_zip`); returns `out`.
 
     A waveform GAN run gives a waveform bundle. A spectral GAN run needs `vocoder`, a vocoder
-    run, and gives a spectral bundle (docs/bundle.md). A vocoder run alone gives a
-    reconstruction bundle: its network and front end, for `ganstream eval-reconstruction`.
+    run, or `reconstruction` (the `--reconstruction` option: "griffin-lim", "griffin-lim:N" or
+    "pghi", which hosts then run in numpy), and gives a spectral bundle (docs/bundle.md). A vocoder
+    run alone gives a reconstruction bundle: its network and front end, for `ganstream eval-reconstruction`.
     fused: a spectral bundle also gets the fused latent -> audio graph (docs/bundle.md: not faster, twice the size).
     checkpoint: "latest", "best" or a path (also looked up in the run's checkpoints/).
     controls: how many principal directions; 0 writes no controls at all (`controls: null`).
@@ -183,6 +220,7 @@ def export_run(
             raise ExportError(f"{target}: exists and is not a ganstream bundle; refusing to overwrite it")
     if mode is not None and mode not in STREAMING_MODES:
         raise ExportError(f"mode {mode!r}: unknown streaming mode (modes: {', '.join(STREAMING_MODES)})")
+    phase = parse_reconstruction(reconstruction) if reconstruction is not None else None
     clash = sorted(set(extra_provenance or {}) & set(PROVENANCE_KEYS))
     if clash:
         raise ExportError(f"extra provenance: {', '.join(clash)} written by export itself; name the extra keys otherwise")
@@ -193,8 +231,9 @@ def export_run(
     options = {"opset": opset, "fp16": fp16, "seed": seed}
 
     if family(kind).output is OutputKind.VOCODER:
-        if vocoder is not None:
-            raise ExportError(f"{run_dir}: is a vocoder run; --vocoder goes with a spectral GAN run")
+        if vocoder is not None or phase is not None:
+            option = "--vocoder" if vocoder is not None else "--reconstruction"
+            raise ExportError(f"{run_dir}: is a vocoder run; {option} goes with a spectral GAN run")
         if mode is not None:
             raise ExportError(f"{run_dir}: is a vocoder run, whose bundle has no streaming settings; --mode goes with a GAN run")
         network, cfg, state = load_vocoder(ckpt_path, "ema")
@@ -212,13 +251,26 @@ def export_run(
             "export it once it has reached its last stage (train it longer, or pick a later checkpoint)"
         )
     if family(cfg.model.kind).output is not OutputKind.SPECTRAL:
-        if vocoder is not None:
-            raise ExportError(f"{run_dir}: {cfg.model.kind} generates audio; --vocoder is for spectral GAN runs")
+        if vocoder is not None or phase is not None:
+            option = "--vocoder" if vocoder is not None else "--reconstruction"
+            raise ExportError(f"{run_dir}: {cfg.model.kind} generates audio; {option} is for spectral GAN runs")
         fill = lambda tmp: waveform_manifest(generator, cfg, state, tmp, out, name, provenance, options, controls, say, mode)  # noqa: E731
         return write_bundle(out, fill, zip_out, say)
 
-    if vocoder is None:
-        raise ExportError(f"{run_dir}: {cfg.model.kind} generates spectrograms; name the reconstruction network with --vocoder VOCODER_RUN")
+    if vocoder is None and phase is None:
+        raise ExportError(
+            f"{run_dir}: {cfg.model.kind} generates spectrograms; name the reconstruction network with --vocoder VOCODER_RUN, "
+            f"or rebuild the audio without one with --reconstruction {GRIFFIN_LIM}[:N] or {PGHI}"
+        )
+    if vocoder is not None and phase is not None:
+        raise ExportError(f"--vocoder and --reconstruction {reconstruction}: a bundle's audio comes from a network or from "
+                          "Griffin-Lim or PGHI, not both; give one")
+    spectral_options = {"controls": controls, "zip_out": zip_out, "log": say, "fused": fused, "mode": mode, **options}
+    if phase is not None:
+        return export_spectral(
+            generator, cfg.model, spectral_norm(generator, cfg), phase, out,
+            name=name or cfg.run.name, provenance=_provenance(cfg, state, provenance), **spectral_options,
+        )
     voc_path = run_checkpoint(Path(vocoder), vocoder_checkpoint)
     if family(_model_kind(voc_path)).output is not OutputKind.VOCODER:
         raise ExportError(f"{vocoder}: --vocoder needs a vocoder run, this is a {_model_kind(voc_path)} run")
@@ -227,8 +279,7 @@ def export_run(
     voc_provenance = _provenance(voc_cfg, voc_state, {"checkpoint": vocoder_checkpoint, "command": command})
     return export_spectral(
         generator, cfg.model, spectral_norm(generator, cfg), network, out,
-        name=name or cfg.run.name, provenance={**_provenance(cfg, state, provenance), "reconstruction": voc_provenance},
-        controls=controls, zip_out=zip_out, log=say, fused=fused, mode=mode, **options,
+        name=name or cfg.run.name, provenance={**_provenance(cfg, state, provenance), "reconstruction": voc_provenance}, **spectral_options,
     )
 
 
@@ -368,12 +419,13 @@ def matched_reconstruction(vocoder: Any, vocoder_model: Any, params: Any, norm: 
     return vocoder.with_input_norm(norm)
 
 
-def spectral_section(params: Any, frames: int, norm: Any, tmp: Path) -> Spectral:
-    """Writes the BinNorm side files into tmp; returns the manifest's `spectral` section."""
+def spectral_section(params: Any, frames: int, norm: Any, tmp: Path, phase: PhaseReconstruction | None = None) -> Spectral:
+    """Writes the BinNorm side files into tmp; returns the manifest's `spectral` section (`phase`: its
+    `reconstruction`, for a bundle without a network)."""
     mean, std = norm.to_arrays()
     np.save(tmp / NORM_MEAN_FILE, np.ascontiguousarray(mean, dtype="<f4"))
     np.save(tmp / NORM_STD_FILE, np.ascontiguousarray(std, dtype="<f4"))
-    return Spectral(params, params.bins, int(frames), NormFiles(NORM_MEAN_FILE, NORM_STD_FILE, float(norm.clip)))
+    return Spectral(params, params.bins, int(frames), NormFiles(NORM_MEAN_FILE, NORM_STD_FILE, float(norm.clip)), phase)
 
 
 def parity_spectrograms(params: Any, norm: Any, frames: int, seed: int) -> np.ndarray:
@@ -435,13 +487,20 @@ def export_spectral(
     mode: str | None = None,
 ) -> Path:
     """Writes the spectral bundle of a generator (z -> (B, [1,] bins, frames) normalised with `norm`,
-    its model config describing its front end with `spectral()`) and a vocoder (models.vocoder.Vocoder).
+    its model config describing its front end with `spectral()`) and a vocoder (models.vocoder.Vocoder),
+    or a PhaseReconstruction in its place: a bundle without a network, whose hosts rebuild the audio.
     provenance: the manifest's `provenance`, with the vocoder's under `reconstruction`.
     mode: `streaming.mode`, None for the one streaming_settings picks."""
     say = log or (lambda _msg: None)
     out = Path(out)
     params = model_cfg.spectral()
-    recon = matched_reconstruction(vocoder, vocoder.cfg, params, norm)
+    if isinstance(vocoder, PhaseReconstruction):
+        if fused:
+            raise ExportError(f"--fused: a bundle rebuilt by {vocoder.method} has no reconstruction network to fuse with its generator; "
+                              "leave --fused out, or export with --vocoder")
+        recon = vocoder
+    else:
+        recon = matched_reconstruction(vocoder, vocoder.cfg, params, norm)
     options = {"opset": opset, "fp16": fp16, "seed": seed}
     fill = lambda tmp: spectral_bundle_manifest(  # noqa: E731
         generator, model_cfg, params, norm, recon, tmp, out, options, controls, say,
@@ -455,8 +514,9 @@ def spectral_bundle_manifest(
     options: dict[str, Any], controls: int, say: Callable[[str], None], *, name: str, sample_rate: int, provenance: dict[str, Any],
     fused: bool = False, mode: str | None = None,
 ) -> Manifest:
-    """The spectral bundle of any generator z -> (B, [1,] bins, frames) and a reconstruction network taking its output;
-    writes its files into tmp and returns its manifest (format version 2, or 3 in trigger mode), `files` left to write_bundle."""
+    """The spectral bundle of any generator z -> (B, [1,] bins, frames) and a reconstruction network taking its output,
+    or a PhaseReconstruction (no network: format version 4); writes its files into tmp and returns its manifest
+    (format version 2, or 3 in trigger mode), `files` left to write_bundle."""
     seed = options["seed"]
     with torch.no_grad():
         z = sample_latents(model_cfg, PARITY_ITEMS, torch.Generator().manual_seed(seed))
@@ -467,33 +527,57 @@ def spectral_bundle_manifest(
     t0 = time.perf_counter()
     gen = _graph(export_spectral_generator(generator, model_cfg, bins, frames, tmp / GENERATOR_FILE, label=str(out / GENERATOR_FILE), **options), out, "generator")
     _say_graph(say, "generator", gen, time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    # The generator's own spectrograms are the parity inputs: what the reconstruction will really see.
-    recon = export_reconstruction(
-        reconstruction, bins, frames, tmp / RECONSTRUCTION_FILE, spectrogram, options["opset"], options["fp16"], str(out / RECONSTRUCTION_FILE)
-    )
-    recon = _graph(recon, out, "reconstruction")
-    _say_graph(say, "reconstruction", recon, time.perf_counter() - t0, "generated spectrograms")
-    segment = recon.outputs[0].shape[1]
-    graphs = {"generator": gen, "reconstruction": recon}
-    if fused:
-        t0 = time.perf_counter()
-        entry = export_fused(generator, reconstruction, model_cfg, segment, tmp / FUSED_FILE, label=str(out / FUSED_FILE), **options)
-        graphs["fused"] = _graph(entry, out, "fused")
-        _say_graph(say, "fused", graphs["fused"], time.perf_counter() - t0)
-    audio = SpectralAudio(generator, reconstruction).eval()
+    if isinstance(reconstruction, PhaseReconstruction):
+        phase, segment, graphs = reconstruction, params.samples(frames), {"generator": gen}
+        audio = phase_audio(generator, params, norm, frames, phase)
+        say(f"reconstruction: no network; hosts rebuild the audio by {phase.describe()}, in numpy")
+    else:
+        phase = None
+        graphs = {"generator": gen, **_network_graphs(generator, model_cfg, reconstruction, spectrogram, tmp, out, options, say, fused)}
+        segment = graphs["reconstruction"].outputs[0].shape[1]
+        audio = SpectralAudio(generator, reconstruction).eval()
     streaming = streaming_settings(segment, model_cfg.latent_dist, sample_rate, mode)
     return Manifest(
-        format_version=lowest_version("spectral", streaming.mode),
+        format_version=lowest_version("spectral", streaming.mode, phase.method if phase is not None else None),
         name=name,
         model=Model("spectral", model_cfg.kind, sample_rate, segment, Latent(model_cfg.latent_dim, model_cfg.latent_dist)),
         graphs=graphs,
-        spectral=spectral_section(params, frames, norm, tmp),
+        spectral=spectral_section(params, frames, norm, tmp, phase),
         controls=_controls_entry(generator, model_cfg, sample_rate, tmp, controls, seed, say, audio=lambda z: audio(z).unsqueeze(1)),
         streaming=streaming,
         files={},
         provenance=provenance,
     )
+
+
+def _network_graphs(
+    generator: Any, model_cfg: Any, reconstruction: Any, spectrogram: Any, tmp: Path, out: Path,
+    options: dict[str, Any], say: Callable[[str], None], fused: bool,
+) -> dict[str, Graph]:
+    """Exports the reconstruction network (and with `fused` the fused graph) into tmp; returns their manifest entries by role."""
+    t0 = time.perf_counter()
+    bins, frames = spectrogram.shape[1:]
+    # The generator's own spectrograms are the parity inputs: what the reconstruction will really see.
+    entry = export_reconstruction(
+        reconstruction, bins, frames, tmp / RECONSTRUCTION_FILE, spectrogram, options["opset"], options["fp16"], str(out / RECONSTRUCTION_FILE)
+    )
+    graphs = {"reconstruction": _graph(entry, out, "reconstruction")}
+    _say_graph(say, "reconstruction", graphs["reconstruction"], time.perf_counter() - t0, "generated spectrograms")
+    if fused:
+        t0 = time.perf_counter()
+        segment = graphs["reconstruction"].outputs[0].shape[1]
+        entry = export_fused(generator, reconstruction, model_cfg, segment, tmp / FUSED_FILE, label=str(out / FUSED_FILE), **options)
+        graphs["fused"] = _graph(entry, out, "fused")
+        _say_graph(say, "fused", graphs["fused"], time.perf_counter() - t0)
+    return graphs
+
+
+def phase_audio(generator: Any, params: Any, norm: Any, frames: int, phase: PhaseReconstruction) -> Callable[[Any], Any]:
+    """z (B, D) -> audio (B, frames * hop) tensor: the generator's spectrograms rebuilt as a host rebuilds them
+    (core/phase.py's PhaseReconstructor), for the controls' audio descriptors."""
+    spectrograms = SpectrogramGraph(generator).eval()
+    rebuild = PhaseReconstructor(params, norm, frames, phase.method, phase.iterations)
+    return lambda z: torch.from_numpy(rebuild.reconstruct(spectrograms(z).numpy()))
 
 
 def _describe_controls(items: tuple[ControlItem, ...]) -> str:

@@ -1,7 +1,9 @@
 """`ganstream export RUN_DIR -o BUNDLE`: a training run's generator as a bundle the live engine plays.
 
 `ganstream export GAN_RUN --vocoder VOCODER_RUN -o BUNDLE` writes a spectral bundle (a spectral GAN
-and its reconstruction network); `ganstream export VOCODER_RUN -o voc.gsb` the reconstruction network alone.
+and its reconstruction network), `ganstream export GAN_RUN --reconstruction griffin-lim -o BUNDLE` one
+without a network, whose audio hosts rebuild by Griffin-Lim (or `pghi`) in numpy;
+`ganstream export VOCODER_RUN -o voc.gsb` the reconstruction network alone.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from ganstream.training.checkpoint import CheckpointError
 from ganstream.training.config import ConfigError
 from ganstream.training.models import UnknownModelKind
 
-from .bundle import export_run
+from .bundle import DEFAULT_GL_ITERATIONS, export_run
 from .controls import DEFAULT_K
 from .onnx import DEFAULT_OPSET, TOLERANCE, ExportError, ParityError
 
@@ -26,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ganstream export",
         description=(
             "Export a run's generator (its EMA weights when it kept them) to ONNX, check it against PyTorch, "
-            "derive musical controls and write a bundle (docs/bundle.md). A spectral GAN needs --vocoder; "
+            "derive musical controls and write a bundle (docs/bundle.md). A spectral GAN needs --vocoder or --reconstruction; "
             "a vocoder run alone gives a reconstruction bundle (for eval-reconstruction)."
         ),
     )
@@ -45,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the parity and control latents (default: 0)")
     p.add_argument("--vocoder", metavar="VOCODER_RUN", help="a vocoder run (train configs/vocoder.yaml) turning a spectral GAN's spectrograms into audio")
+    p.add_argument(
+        "--reconstruction", metavar="griffin-lim[:N]|pghi",
+        help="spectral GANs without a vocoder run: hosts rebuild the audio in numpy by fast Griffin-Lim, N iterations per "
+        f"segment (default {DEFAULT_GL_ITERATIONS}), or by PGHI",
+    )
     p.add_argument("--vocoder-checkpoint", default="latest", metavar="latest|PATH", help="which checkpoint of the vocoder run (default: latest)")
     p.add_argument("--fused", action="store_true", help="spectral bundles: also write generator and vocoder as one graph (not faster; for hosts that run one graph)")
     return p
@@ -74,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             vocoder_checkpoint=args.vocoder_checkpoint,
             fused=args.fused,
             mode=args.mode,
+            reconstruction=args.reconstruction,
         )
     except ParityError as e:
         # The graph written computes something else than the generator: the export failed, not the user's input (exit 1).

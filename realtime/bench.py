@@ -4,6 +4,9 @@ measure_rtf: how fast the live chain (stream, gain, resampler, control handling)
 runs with nothing else to do: seconds of output audio per second of wall time,
 alone and with control changes, pulled in the producer's own steps.
 
+measure_generator: one generator call alone, a segment from one latent: for a spectral bundle
+without a network, the ONNX generator and the numpy Griffin-Lim or PGHI that rebuilds its audio.
+
 measure_latency: the engine playing for real while a thread moves a control;
 each change's latency runs from its arrival at `Controls` (the OSC server calls
 the setter as soon as a datagram is parsed) to the moment the first output
@@ -18,6 +21,7 @@ import time
 import numpy as np
 
 from .engine import Engine
+from .inference import Generator
 
 
 def _control_target(engine: Engine):
@@ -67,6 +71,22 @@ def measure_rtf(engine: Engine, seconds: float, rate: float, notes_per_s: float 
         "generator_calls_per_s": (engine.chain.stream.generator_calls - calls0) / seconds,
         "regenerations_per_s": (engine.chain.stream.regenerations - regen0) / seconds,
     }
+
+
+def measure_generator(generator: Generator, repeats: int = 20) -> dict:
+    """{"segment_s", "seconds", "rtf", "reconstruction"}: one segment from one latent, the median of `repeats`
+    calls after a first one; rtf: seconds of segment per second of generation (on the calling thread)."""
+    z = np.zeros((1, generator.latent_size), dtype=np.float32)
+    out = np.empty((1, generator.segment), dtype=np.float32)
+    generator.generate_into(z, out)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        generator.generate_into(z, out)
+        times.append(time.perf_counter() - t0)
+    seconds = float(np.median(times))
+    segment_s = generator.segment / generator.sample_rate
+    return {"segment_s": segment_s, "seconds": seconds, "rtf": segment_s / seconds, "reconstruction": generator.reconstruction}
 
 
 def measure_latency(

@@ -1,4 +1,4 @@
-"""Load and check a ganstream bundle (docs/bundle.md, format versions 1 to 3).
+"""Load and check a ganstream bundle (docs/bundle.md, format versions 1 to 4).
 
 `load_bundle(path)` reads a bundle directory or `.zip`, checks it against the
 contract and returns a `Bundle`: a waveform or a spectral generator to play.
@@ -6,7 +6,8 @@ contract and returns a `Bundle`: a waveform or a spectral generator to play.
 None means the default one: `resolve_bundle` says what an argument names, for
 every command that takes a bundle.
 `load_reconstruction(path)` reads the reconstruction network of a spectral
-bundle, or of a reconstruction bundle (a vocoder exported alone). Every problem raises one `BundleError` naming
+bundle, or of a reconstruction bundle (a vocoder exported alone); a spectral bundle without a network
+(`spectral.reconstruction`, format version 4) has none to give. Every problem raises one `BundleError` naming
 the file and, where there is one, the manifest field: a host either plays what
 the exporter made or says exactly why it will not.
 
@@ -44,6 +45,7 @@ from ganstream.core.manifest import (
     ControlItem,
     Graph,
     Manifest,
+    PhaseReconstruction,
     StreamingSettings,
     TensorSpec,
     json_brief,
@@ -165,6 +167,7 @@ class SpectralSpec:
     bins: int  # frequency rows of a spectrogram
     frames: int  # spectrogram columns per generated segment
     norm: BinNorm  # per-bin statistics the spectrograms are normalised with
+    reconstruction: PhaseReconstruction | None = None  # how the host rebuilds audio when the bundle has no network
 
 
 @dataclass(frozen=True, eq=False)
@@ -332,6 +335,14 @@ def load_reconstruction(
 ) -> Reconstruction:
     """The reconstruction network of a spectral or reconstruction bundle, checked like `load_bundle`."""
     source, directory, raw, spec = _open(path, cache_dir, RECONSTRUCTING)
+    if spec.spectral.reconstruction is not None:
+        field_ = "spectral.reconstruction"
+        raise BundleError(
+            _label(source, MANIFEST),
+            f"`{field_}` says the bundle has no reconstruction network: its host rebuilds the audio by "
+            f"{spec.spectral.reconstruction.describe()} (export the GAN with --vocoder for a bundle with one)",
+            field_,
+        )
     graph = _check_files(source, directory, spec, verify, ("reconstruction",))["reconstruction"]
     return Reconstruction(source=source, graph=graph, spectral=_spectral_norm(spec, source, directory), manifest=raw, spec=spec)
 
@@ -435,7 +446,7 @@ def _spectral_norm(spec: Manifest, source: Path, directory: Path) -> SpectralSpe
         array.setflags(write=False)
         arrays[key] = array
     norm = BinNorm.from_arrays(arrays["mean"], arrays["std"], clip=s.norm.clip)
-    return SpectralSpec(params=s.params, bins=s.bins, frames=s.frames, norm=norm)
+    return SpectralSpec(params=s.params, bins=s.bins, frames=s.frames, norm=norm, reconstruction=s.reconstruction)
 
 
 # ---------------------------------------------------------------------------------------------

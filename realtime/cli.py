@@ -20,7 +20,7 @@ play: checks its options, builds the live engine (`engine.Engine`) and hands
 it to a `session.Session`, which runs it on a sound device with OSC and MIDI,
 a one-line status until Ctrl-C, and a bounded shutdown. Exit status 1 (not 2)
 when the engine fails by itself. devices: the output devices.
-bench: the real-time factor of each mode and the control-to-sound latency.
+bench: the real-time factor of one generator call, of each mode and the control-to-sound latency.
 """
 
 from __future__ import annotations
@@ -482,7 +482,8 @@ def _devices(args: argparse.Namespace) -> int:
 def _bench_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="ganstream bench",
-        description="Measure the real-time factor of each streaming mode, and the control-to-sound latency on "
+        description="Measure the real-time factor of one generator call (for a spectral bundle without a network, "
+        "its Griffin-Lim or PGHI in numpy with it) and of each streaming mode, and the control-to-sound latency on "
         "a sound device (or, with --null, without one).",
     )
     _stream_options(p)
@@ -502,7 +503,7 @@ def _bench(args: argparse.Namespace) -> int:
     import json
 
     from .audio import AudioError
-    from .bench import measure_latency, measure_rtf
+    from .bench import measure_generator, measure_latency, measure_rtf
     from .session import jsonable
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -511,9 +512,17 @@ def _bench(args: argparse.Namespace) -> int:
         raise CommandError(f"--modes: unknown mode {bad[0] if bad else '(none)'} (modes: {', '.join(MODES)})")
     if not (math.isfinite(args.seconds) and args.seconds > 0):
         raise CommandError(f"--seconds must be a positive number, got {args.seconds}")
-    results: dict = {"rtf": {}, "latency": None}
+    results: dict = {"generator": None, "rtf": {}, "latency": None}
     for mode in modes:
         bundle, engine = _engine_from_args(args, mode)
+        if results["generator"] is None:
+            g = results["generator"] = measure_generator(engine.generator)
+            how = f", {g['reconstruction']}" if g["reconstruction"] else ""
+            print(
+                f"generator  real-time factor {g['rtf']:7.1f}x: {1000 * g['seconds']:.1f} ms per {g['segment_s']:.3f} s segment "
+                f"({engine.provider}{how})",
+                file=sys.stderr,
+            )
         r = measure_rtf(engine, args.seconds, args.rate)
         results["rtf"][mode] = r
         results["provider"] = engine.provider

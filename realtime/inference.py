@@ -9,7 +9,11 @@ system's loader would not find on its own.
 `Generator` runs a bundle's generator graph: latents (B, D) -> audio (B, segment).
 A spectral bundle's generator outputs spectrograms: the Generator runs its fused
 latent -> audio graph when the bundle has one, else the generator and then the
-reconstruction network, so every host sees audio either way.
+reconstruction network, so every host sees audio either way. A spectral bundle
+without a network (`spectral.reconstruction`, format version 4) has its audio
+rebuilt from the generator's spectrograms in numpy, by fast Griffin-Lim or PGHI
+(`ganstream.core.phase.PhaseReconstructor`), in the thread that calls the
+Generator: the live engine's producer, never the audio callback.
 """
 
 from __future__ import annotations
@@ -22,12 +26,15 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import onnxruntime as ort
+
+from ganstream.core.phase import PhaseReconstructor
 
 from .bundle import Bundle, BundleError, Reconstruction, ort_reason
 
@@ -253,8 +260,9 @@ def _first_error(text: str) -> str:
 
 
 def audio_path(bundle: Bundle) -> tuple[str, ...]:
-    """The graph roles that turn latents into audio, in order."""
-    if bundle.kind == "waveform":
+    """The graph roles that turn latents into audio, in order; for a spectral bundle without a network,
+    into the spectrograms `PhaseReconstructor` rebuilds audio from."""
+    if bundle.kind == "waveform" or bundle.spectral.reconstruction is not None:
         return ("generator",)
     if "fused" in bundle.graphs:
         return ("fused",)
@@ -269,6 +277,8 @@ class Generator:
     while another thread built it; runs go through one code path on every provider: the
     input is bound from host memory and the output written straight into a host buffer
     (on CUDA, onnxruntime does the two copies in its default stream before run returns).
+    A spectral bundle without a network runs its generator graph, then `PhaseReconstructor`
+    (numpy, one row at a time, calls taking turns on a lock) writes the audio into that buffer.
     """
 
     def __init__(
@@ -309,6 +319,15 @@ class Generator:
         self._output = spec.outputs[0].name
         self._input_dtype = first.inputs[0].np_dtype
         self._output_dtype = spec.outputs[0].np_dtype
+        fallback = bundle.spectral.reconstruction if bundle.spectral is not None else None
+        self._phase: PhaseReconstructor | None = None
+        # How a spectral bundle's spectrograms become audio, in words (None: the generator makes audio).
+        self.reconstruction = None if bundle.kind == "waveform" else "its reconstruction network"
+        if fallback is not None:
+            s = bundle.spectral
+            self._phase = PhaseReconstructor(s.params, s.norm, s.frames, fallback.method, fallback.iterations)
+            self._phase_lock = threading.Lock()
+            self.reconstruction = f"{fallback.describe()}, in numpy"
         for batch in warmup_batch_sizes:
             self._warm_up(int(batch))
 
@@ -348,6 +367,11 @@ class Generator:
         return x
 
     def _run(self, z: np.ndarray, out: np.ndarray) -> None:
+        if self._phase is not None:
+            (spectrograms,) = self.session.run([self._output], {self._input: z})
+            with self._phase_lock:
+                self._phase.reconstruct_into(spectrograms, out)
+            return
         binding = self.session.io_binding()
         binding.bind_cpu_input(self._input, self._before_last(z))
         if self._output_dtype == np.float32:
@@ -364,6 +388,16 @@ class Generator:
         """Run once with plain session.run, which lets the graph choose its output shape, and check it."""
         z = np.zeros((batch, self.latent_size), dtype=self._input_dtype)
         (audio,) = self.session.run([self._output], {self._input: self._before_last(z)})
+        if self._phase is not None:
+            s = self.bundle.spectral
+            if audio.shape != (batch, s.bins, s.frames):
+                raise BundleError(
+                    self._label,
+                    f"the generator returned spectrograms of shape {audio.shape} for {batch} latent(s); "
+                    f"`spectral.bins` and `spectral.frames` make them ({batch}, {s.bins}, {s.frames})",
+                    "spectral.frames",
+                )
+            audio = self._phase.reconstruct(audio)
         if audio.shape != (batch, self.segment):
             raise BundleError(
                 self._label,
