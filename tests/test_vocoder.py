@@ -208,6 +208,31 @@ def test_phase_heads_export_with_parity(tiny_config, tmp_path, capsys, phase):
         assert np.abs(audio - vocoder(frames).numpy()).max() < 3e-4
 
 
+def test_projection_momentum_is_fast_griffin_lim_and_zero_is_plain():
+    """model.projection_momentum: 0 gives the plain Griffin-Lim steps; 0.99 gets nearer a vibrato's
+    magnitudes in the same number of steps (measured -23.2 against -22.9 dB after 4 steps)."""
+    params = VocoderConfig().spectral()
+    t = np.arange(params.samples(64)) / params.sample_rate
+    f = 300 + 40 * np.sin(2 * np.pi * 3 * t)  # vibrato: the phase-locked prior's steady partials are off
+    tone = (0.3 * np.sin(2 * np.pi * np.cumsum(f) / params.sample_rate)
+            + 0.2 * np.sin(2 * np.pi * np.cumsum(2.7 * f) / params.sample_rate) * np.exp(-3 * t)).astype(np.float32)
+    log_mag = front_end.log_magnitude(tone, params)
+    norm = BinNorm(log_mag.mean(axis=1), log_mag.std(axis=1) + 1.0, clip=3.0)
+    frames = torch.from_numpy(front_end.normalise(log_mag, norm))[None].float()
+    want = np.abs(front_end.stft(tone, params))
+
+    def convergence(momentum):
+        vocoder = Vocoder(VocoderConfig(frames=64, width=8, depth=1, projections=4, projection_momentum=momentum)).eval()
+        vocoder.set_norm(norm)
+        with torch.no_grad():
+            got = np.abs(front_end.stft(vocoder(frames)[0].numpy(), params))
+        return 20 * np.log10(np.linalg.norm(want - got) / np.linalg.norm(want))
+
+    assert convergence(0.99) < convergence(0.0) - 0.1
+    with pytest.raises(ValueError, match="projection_momentum"):
+        VocoderConfig(projection_momentum=-0.5).validate()
+
+
 def test_learning_rate_decays_by_a_cosine_to_lr_final_at_the_last_step(tiny_config):
     cfg = vocoder_config(tiny_config, "model.lr_final=0.1", "train.steps=10")
     trainer = VocoderTrainer(cfg, CPU, BinNorm(np.zeros(128, np.float32), np.ones(128, np.float32), clip=3.0))
