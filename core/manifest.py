@@ -53,6 +53,12 @@ STREAMING_MODES = tuple(MODE_FIRST_VERSION)  # the live engine's modes (realtime
 # with a network has no `spectral.reconstruction` and keeps version 2 (or 3).
 RECONSTRUCTION_FIRST_VERSION = {GRIFFIN_LIM: FALLBACK_VERSION, PGHI: FALLBACK_VERSION}
 RECONSTRUCTION_METHODS = tuple(RECONSTRUCTION_FIRST_VERSION)  # what core/phase.py's PhaseReconstructor runs
+# `streaming.root_note` (the pitch a bundle's segments sound at, which notes transpose from) is optional in
+# every version and has none of its own: a reader that does not know it ignores it, as it ignores every
+# key docs/bundle.md does not describe, and plays the bundle untransposed, which is what ganstream did
+# before it and does with --no-transpose. A version for it would only make those readers refuse bundles
+# they play well, so `lowest_version` does not look at it.
+ROOT_NOTE_RANGE = (0.0, 127.0)  # MIDI note numbers; fractions are cents between notes
 # model.kind -> (graph roles it may have, roles it must have)
 ROLES = {
     "waveform": (("generator",), ("generator",)),
@@ -370,6 +376,7 @@ class StreamingSettings:
     latent_smoothing_s: float
     walk_rate: float  # Hz
     walk_depth: float  # latent units
+    root_note: float | None = None  # MIDI note the segments sound at (optional in every version); None: unknown
 
     @classmethod
     def from_json(cls, data: Any, file: str = MANIFEST, path: str = "streaming", *, segment: int) -> StreamingSettings:
@@ -382,6 +389,12 @@ class StreamingSettings:
         overlap = f.integer(data, "texture_overlap", path, minimum=1)
         if segment % overlap:
             f.fail(f"{path}.texture_overlap", f"is {overlap}, which does not divide the segment ({segment} samples)")
+        root = None
+        if data.get("root_note") is not None:  # optional: absent (or null) where export found no clear pitch
+            low, high = ROOT_NOTE_RANGE
+            root = f.number(data, "root_note", path)
+            if not low <= root <= high:
+                f.fail(f"{path}.root_note", f"must be a MIDI note within [{low:g}, {high:g}], got {root:g}")
         return cls(
             mode=mode,
             crossfade=crossfade,
@@ -389,10 +402,11 @@ class StreamingSettings:
             latent_smoothing_s=f.number(data, "latent_smoothing_s", path, minimum=0.0),
             walk_rate=f.number(data, "walk_rate", path, minimum=0.0),
             walk_depth=f.number(data, "walk_depth", path, minimum=0.0),
+            root_note=root,
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "mode": self.mode,
             "crossfade": self.crossfade,
             "texture_overlap": self.texture_overlap,
@@ -400,6 +414,9 @@ class StreamingSettings:
             "walk_rate": self.walk_rate,
             "walk_depth": self.walk_depth,
         }
+        if self.root_note is not None:
+            out["root_note"] = self.root_note
+        return out
 
 
 @dataclass(frozen=True)

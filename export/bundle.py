@@ -35,6 +35,7 @@ import torch
 
 from ganstream import __version__
 from ganstream.core.phase import GRIFFIN_LIM, PGHI, PhaseReconstructor
+from ganstream.core.pitch import estimate_root, note_name
 from ganstream.core.manifest import (
     FORMAT,
     MANIFEST,
@@ -56,7 +57,7 @@ from ganstream.core.manifest import (
 from ganstream.training.checkpoint import load_checkpoint, load_generator, load_vocoder, resolve_checkpoint
 from ganstream.training.models import OutputKind, family, sample_latents
 
-from .controls import DEFAULT_K, compute_controls, controls_matrix
+from .controls import DEFAULT_K, compute_controls, controls_matrix, generate_audio
 from .onnx import (
     DEFAULT_OPSET,
     PARITY_ITEMS,
@@ -89,13 +90,19 @@ NORM_STD_FILE = "norm_std.npy"
 # against 32 it gives up about 3 dB of spectral convergence (-20.9 against -24.0 dB on a synth:piano clip):
 # griffin-lim:32 buys it back on a quieter machine.
 DEFAULT_GL_ITERATIONS = 16
+# Generated clips the root note is estimated from (core/pitch.estimate_root: the median pitch of those with a
+# clear one, if half of them have one, so a median of 16 or more); a sixteenth of what the controls generate.
+ROOT_CLIPS = 32
 # The provenance keys export writes itself (docs/bundle.md); a caller's extra keys may not replace them.
 PROVENANCE_KEYS = ("run_name", "config_hash", "step", "checkpoint", "weights", "ganstream_version", "created", "command", "reconstruction")
 
 
-def streaming_settings(segment: int, latent_dist: str, sample_rate: int, mode: str | None = None) -> StreamingSettings:
+def streaming_settings(
+    segment: int, latent_dist: str, sample_rate: int, mode: str | None = None, root_note: float | None = None
+) -> StreamingSettings:
     """Recommended streaming settings for a generator of `segment` samples and latents from `latent_dist`;
-    `mode` (a STREAMING_MODES value) replaces the mode chosen here.
+    `mode` (a STREAMING_MODES value) replaces the mode chosen here; `root_note` is the generated
+    segments' pitch (`estimate_root_note`), None where they have no clear one.
 
     The 1024-sample crossfade (64 ms at 16 kHz) is long enough to hide the seam between
     unrelated segments and short against WaveGAN's one-second segments; it scales with the
@@ -114,7 +121,24 @@ def streaming_settings(segment: int, latent_dist: str, sample_rate: int, mode: s
         latent_smoothing_s=0.05,
         walk_rate=0.2,
         walk_depth=round(0.6 * std, 2),
+        root_note=root_note,
     )
+
+
+def estimate_root_note(
+    audio: Callable[[Any], Any], model_cfg: Any, sample_rate: int, seed: int, say: Callable[[str], None], given: float | None = None
+) -> float | None:
+    """The bundle's `streaming.root_note`: `given` (export's --root-note), else the median pitch of ROOT_CLIPS
+    clips of `audio` (latents (B, D) -> (B, 1, T)) that have a clear one; None when too few do."""
+    if given is not None:
+        say(f"root note: {given:g} ({note_name(given)}), given")
+        return given
+    t0 = time.perf_counter()
+    z = sample_latents(model_cfg, ROOT_CLIPS, torch.Generator().manual_seed(seed))
+    found = estimate_root(generate_audio(audio, z), sample_rate)
+    hint = "" if found.note is not None else "; hosts play notes untransposed unless given --root-note"
+    say(f"root note: {found.describe()}{hint}, {time.perf_counter() - t0:.1f} s")
+    return found.note
 
 
 def is_bundle(path: Path) -> bool:
@@ -197,6 +221,7 @@ def export_run(
     mode: str | None = None,
     extra_provenance: Mapping[str, Any] | None = None,
     reconstruction: str | None = None,
+    root_note: float | None = None,
 ) -> Path:
     """Exports a run's checkpoint to the bundle directory `out` (and `out`.zip with `make_zip`); returns `out`.
 
@@ -210,6 +235,7 @@ def export_run(
     mode: the bundle's default streaming mode (`streaming.mode`, a STREAMING_MODES value); None: crossfade
     for segments of a quarter second or more, texture for shorter ones.
     extra_provenance: informational keys added to the manifest's `provenance` (JSON values; not PROVENANCE_KEYS).
+    root_note: the bundle's `streaming.root_note` (a MIDI note); None: estimated from generated clips.
     Raises ExportError (or training's CheckpointError / ConfigError) with the file and the problem.
     """
     say = log or (lambda _msg: None)
@@ -254,7 +280,7 @@ def export_run(
         if vocoder is not None or phase is not None:
             option = "--vocoder" if vocoder is not None else "--reconstruction"
             raise ExportError(f"{run_dir}: {cfg.model.kind} generates audio; {option} is for spectral GAN runs")
-        fill = lambda tmp: waveform_manifest(generator, cfg, state, tmp, out, name, provenance, options, controls, say, mode)  # noqa: E731
+        fill = lambda tmp: waveform_manifest(generator, cfg, state, tmp, out, name, provenance, options, controls, say, mode, root_note)  # noqa: E731
         return write_bundle(out, fill, zip_out, say)
 
     if vocoder is None and phase is None:
@@ -265,7 +291,7 @@ def export_run(
     if vocoder is not None and phase is not None:
         raise ExportError(f"--vocoder and --reconstruction {reconstruction}: a bundle's audio comes from a network or from "
                           "Griffin-Lim or PGHI, not both; give one")
-    spectral_options = {"controls": controls, "zip_out": zip_out, "log": say, "fused": fused, "mode": mode, **options}
+    spectral_options = {"controls": controls, "zip_out": zip_out, "log": say, "fused": fused, "mode": mode, "root_note": root_note, **options}
     if phase is not None:
         return export_spectral(
             generator, cfg.model, spectral_norm(generator, cfg), phase, out,
@@ -375,14 +401,17 @@ def _controls_entry(
 def waveform_manifest(
     generator: Any, cfg: Any, state: dict[str, Any], tmp: Path, out: Path, name: str | None,
     provenance: dict[str, Any], options: dict[str, Any], controls: int, say: Callable[[str], None], mode: str | None = None,
+    root_note: float | None = None,
 ) -> Manifest:
     """Writes a waveform generator's files into tmp; returns its manifest (format version 1, or 3 in trigger mode),
-    `files` left to write_bundle. mode: `streaming.mode`, None for the one streaming_settings picks."""
+    `files` left to write_bundle. mode: `streaming.mode`, None for the one streaming_settings picks.
+    root_note: `streaming.root_note`, None to estimate it from generated clips."""
     t0 = time.perf_counter()
     entry = export_waveform_generator(generator, cfg.model, tmp / GENERATOR_FILE, label=str(out / GENERATOR_FILE), **options)
     graph = _graph(entry, out, "generator")
     _say_graph(say, "generator", graph, time.perf_counter() - t0)
-    streaming = streaming_settings(cfg.model.segment, cfg.model.latent_dist, cfg.data.sample_rate, mode)
+    root = estimate_root_note(generator.eval(), cfg.model, cfg.data.sample_rate, options["seed"], say, root_note)
+    streaming = streaming_settings(cfg.model.segment, cfg.model.latent_dist, cfg.data.sample_rate, mode, root)
     return Manifest(
         format_version=lowest_version("waveform", streaming.mode),
         name=name or cfg.run.name,
@@ -485,12 +514,14 @@ def export_spectral(
     log: Callable[[str], None] | None = None,
     fused: bool = False,
     mode: str | None = None,
+    root_note: float | None = None,
 ) -> Path:
     """Writes the spectral bundle of a generator (z -> (B, [1,] bins, frames) normalised with `norm`,
     its model config describing its front end with `spectral()`) and a vocoder (models.vocoder.Vocoder),
     or a PhaseReconstruction in its place: a bundle without a network, whose hosts rebuild the audio.
     provenance: the manifest's `provenance`, with the vocoder's under `reconstruction`.
-    mode: `streaming.mode`, None for the one streaming_settings picks."""
+    mode: `streaming.mode`, None for the one streaming_settings picks.
+    root_note: `streaming.root_note`, None to estimate it from generated clips."""
     say = log or (lambda _msg: None)
     out = Path(out)
     params = model_cfg.spectral()
@@ -504,7 +535,7 @@ def export_spectral(
     options = {"opset": opset, "fp16": fp16, "seed": seed}
     fill = lambda tmp: spectral_bundle_manifest(  # noqa: E731
         generator, model_cfg, params, norm, recon, tmp, out, options, controls, say,
-        name=name, sample_rate=params.sample_rate, provenance=provenance, fused=fused, mode=mode,
+        name=name, sample_rate=params.sample_rate, provenance=provenance, fused=fused, mode=mode, root_note=root_note,
     )
     return write_bundle(out, fill, zip_out, say)
 
@@ -512,7 +543,7 @@ def export_spectral(
 def spectral_bundle_manifest(
     generator: Any, model_cfg: Any, params: Any, norm: Any, reconstruction: Any, tmp: Path, out: Path,
     options: dict[str, Any], controls: int, say: Callable[[str], None], *, name: str, sample_rate: int, provenance: dict[str, Any],
-    fused: bool = False, mode: str | None = None,
+    fused: bool = False, mode: str | None = None, root_note: float | None = None,
 ) -> Manifest:
     """The spectral bundle of any generator z -> (B, [1,] bins, frames) and a reconstruction network taking its output,
     or a PhaseReconstruction (no network: format version 4); writes its files into tmp and returns its manifest
@@ -536,14 +567,16 @@ def spectral_bundle_manifest(
         graphs = {"generator": gen, **_network_graphs(generator, model_cfg, reconstruction, spectrogram, tmp, out, options, say, fused)}
         segment = graphs["reconstruction"].outputs[0].shape[1]
         audio = SpectralAudio(generator, reconstruction).eval()
-    streaming = streaming_settings(segment, model_cfg.latent_dist, sample_rate, mode)
+    clips = lambda z: audio(z).unsqueeze(1)  # noqa: E731  (B, D) -> (B, 1, T), as the controls take it
+    root = estimate_root_note(clips, model_cfg, sample_rate, seed, say, root_note)
+    streaming = streaming_settings(segment, model_cfg.latent_dist, sample_rate, mode, root)
     return Manifest(
         format_version=lowest_version("spectral", streaming.mode, phase.method if phase is not None else None),
         name=name,
         model=Model("spectral", model_cfg.kind, sample_rate, segment, Latent(model_cfg.latent_dim, model_cfg.latent_dist)),
         graphs=graphs,
         spectral=spectral_section(params, frames, norm, tmp, phase),
-        controls=_controls_entry(generator, model_cfg, sample_rate, tmp, controls, seed, say, audio=lambda z: audio(z).unsqueeze(1)),
+        controls=_controls_entry(generator, model_cfg, sample_rate, tmp, controls, seed, say, audio=clips),
         streaming=streaming,
         files={},
         provenance=provenance,

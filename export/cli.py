@@ -14,6 +14,7 @@ import sys
 import time
 
 from ganstream.core.manifest import STREAMING_MODES
+from ganstream.core.pitch import parse_note
 from ganstream.training.checkpoint import CheckpointError
 from ganstream.training.config import ConfigError
 from ganstream.training.models import UnknownModelKind
@@ -45,7 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the streaming mode hosts start in (the manifest's streaming.mode; play and render take it unless given --mode); "
         "default: crossfade for segments of a quarter second or more, texture for shorter ones",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the parity and control latents (default: 0)")
+    p.add_argument(
+        "--root-note", metavar="N",
+        help="the note the generated sounds play at (streaming.root_note; trigger mode transposes notes from it), "
+        "a MIDI number or a name (C4, A#3); default: estimated from generated clips, none when they have no clear pitch",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the parity, control and root-note latents (default: 0)")
     p.add_argument("--vocoder", metavar="VOCODER_RUN", help="a vocoder run (train configs/vocoder.yaml) turning a spectral GAN's spectrograms into audio")
     p.add_argument(
         "--reconstruction", metavar="griffin-lim[:N]|pghi",
@@ -62,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.controls < 0:
         print("ganstream export: error: --controls must be 0 or more", file=sys.stderr)
+        return 2
+    try:
+        root_note = None if args.root_note is None else parse_note(args.root_note)
+    except ValueError as e:
+        print(f"ganstream export: error: --root-note: {e}", file=sys.stderr)
         return 2
     start = time.perf_counter()
     try:
@@ -82,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             fused=args.fused,
             mode=args.mode,
             reconstruction=args.reconstruction,
+            root_note=root_note,
         )
     except ParityError as e:
         # The graph written computes something else than the generator: the export failed, not the user's input (exit 1).

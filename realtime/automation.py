@@ -1,9 +1,9 @@
-"""Automation files: keyframes of time -> latent, macro values or presets, as JSON or CSV.
+"""Automation files: keyframes of time -> latent, macro values or presets, as JSON or CSV, and notes (JSON).
 
 The format is described in docs/automation.md. `load_automation` turns a file
-into `Keyframe`s stamped in model-rate samples, checking everything up front:
-a bad file gives one `AutomationError` naming the file, the keyframe (JSON) or
-line (CSV), and the problem.
+into an `Automation`: `Keyframe`s and note `Trigger`s stamped in model-rate
+samples, checking everything up front: a bad file gives one `AutomationError`
+naming the file, the keyframe or note (JSON) or line (CSV), and the problem.
 """
 
 from __future__ import annotations
@@ -12,14 +12,18 @@ import csv
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .latents import CURVES, Keyframe, LatentSpace
+from .stream import Trigger
 
 _KEYFRAME_KEYS = ("time", "latent", "seed", "preset", "macros", "curve")
 _PRESET_KEYS = ("latent", "seed", "macros")
+_NOTE_KEYS = ("time", "note", "velocity", "off")
+_TOP_KEYS = ("presets", "keyframes", "curve", "notes")
 
 
 class AutomationError(ValueError):
@@ -30,13 +34,23 @@ class _Problem(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Automation:
+    """What an automation file holds: keyframes of the latent path, and notes for trigger mode
+    (note-ons and note-offs, in time order; `SegmentStream(..., triggers=notes)`)."""
+
+    keyframes: list[Keyframe]
+    notes: list[Trigger] = field(default_factory=list)
+
+
 def load_automation(
     path: str | Path,
     space: LatentSpace,
     sample_rate: int,
     presets: Mapping[str, Mapping] | None = None,
-) -> list[Keyframe]:
-    """Keyframes from a .json or .csv file (by extension); `presets` adds named presets (a JSON file's own win)."""
+) -> Automation:
+    """Keyframes (and, from JSON, notes) from a .json or .csv file (by extension); `presets` adds named
+    presets (a JSON file's own win)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -67,7 +81,7 @@ def load_presets(path: str | Path, space: LatentSpace) -> dict[str, dict]:
 # -- JSON -------------------------------------------------------------------
 
 
-def _from_json(path: Path, text: str, space: LatentSpace, sr: int, extra: Mapping) -> list[Keyframe]:
+def _from_json(path: Path, text: str, space: LatentSpace, sr: int, extra: Mapping) -> Automation:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
@@ -76,9 +90,9 @@ def _from_json(path: Path, text: str, space: LatentSpace, sr: int, extra: Mappin
         doc = {"keyframes": doc}
     if not isinstance(doc, dict):
         raise AutomationError(f'{path}: expected an object with "keyframes" (or a list of keyframes)')
-    unknown = sorted(set(doc) - {"presets", "keyframes", "curve"})
+    unknown = sorted(set(doc) - set(_TOP_KEYS))
     if unknown:
-        raise AutomationError(f"{path}: unknown top-level key {unknown[0]!r} (known: presets, keyframes, curve)")
+        raise AutomationError(f"{path}: unknown top-level key {unknown[0]!r} (known: {', '.join(_TOP_KEYS)})")
     presets = dict(extra)
     if "presets" in doc:
         if not isinstance(doc["presets"], dict):
@@ -87,8 +101,9 @@ def _from_json(path: Path, text: str, space: LatentSpace, sr: int, extra: Mappin
     default_curve = doc.get("curve", "linear")
     if default_curve not in CURVES:
         raise AutomationError(f"{path}: unknown curve {default_curve!r} (one of {', '.join(CURVES)})")
-    frames = doc.get("keyframes")
-    if not isinstance(frames, list) or not frames:
+    notes = _notes(path, doc["notes"], sr) if "notes" in doc else []
+    frames = doc.get("keyframes", [] if notes else None)  # a file of notes alone needs no keyframes
+    if not isinstance(frames, list) or not (frames or notes):
         raise AutomationError(f'{path}: "keyframes" must be a non-empty list')
     out: list[Keyframe] = []
     for i, raw in enumerate(frames):
@@ -106,6 +121,42 @@ def _from_json(path: Path, text: str, space: LatentSpace, sr: int, extra: Mappin
             out.append(_keyframe(raw["time"], fields, raw.get("preset"), curve, space, sr, presets, out))
         except _Problem as e:
             raise AutomationError(f"{where}: {e}") from None
+    return Automation(out, notes)
+
+
+def _notes(path: Path, raw, sr: int) -> list[Trigger]:
+    """The "notes" list: note-ons {"time", "note"?, "velocity"?} and note-offs {"time", "note", "off": true}."""
+    if not isinstance(raw, list):
+        raise AutomationError(f'{path}: "notes" must be a list of {{"time", "note", "velocity"}} objects')
+    out: list[Trigger] = []
+    for i, n in enumerate(raw):
+        try:
+            if not isinstance(n, dict):
+                raise _Problem('must be an object with "time" and "note" (and "velocity", or "off")')
+            bad = sorted(set(n) - set(_NOTE_KEYS))
+            if bad:
+                raise _Problem(f"unknown key {bad[0]!r} (known: {', '.join(_NOTE_KEYS)})")
+            if "time" not in n:
+                raise _Problem('needs a "time" in seconds')
+            sample = _sample(n["time"], sr)
+            if out and sample < out[-1].sample:
+                raise _Problem(f"time {n['time']} s is before the previous note's {out[-1].sample / sr:g} s (times must not go back)")
+            off = n.get("off", False)
+            if not isinstance(off, bool):
+                raise _Problem(f"off must be true or false, got {off!r}")
+            note = n.get("note")
+            if note is not None and (isinstance(note, bool) or not isinstance(note, (int, float)) or not 0 <= note <= 127 or note != int(note)):
+                raise _Problem(f"note must be a MIDI note number, a whole number in 0..127, got {note!r}")
+            if off and note is None:
+                raise _Problem('a note-off needs the "note" it releases')
+            if off and "velocity" in n:
+                raise _Problem("a note-off has no velocity")
+            velocity = n.get("velocity", 1.0)
+            if isinstance(velocity, bool) or not isinstance(velocity, (int, float)) or not 0.0 <= velocity <= 1.0:
+                raise _Problem(f"velocity must be a number in [0, 1], got {velocity!r}")
+            out.append(Trigger(sample, 0.0 if off else float(velocity), None if note is None else int(note), off))
+        except _Problem as e:
+            raise AutomationError(f"{path}: note {i}: {e}") from None
     return out
 
 
@@ -127,7 +178,7 @@ def _check_presets(path: Path, raw: Mapping, space: LatentSpace) -> dict[str, di
 # -- CSV --------------------------------------------------------------------
 
 
-def _from_csv(path: Path, text: str, space: LatentSpace, sr: int, presets: Mapping) -> list[Keyframe]:
+def _from_csv(path: Path, text: str, space: LatentSpace, sr: int, presets: Mapping) -> Automation:
     rows = csv.reader(text.splitlines())
     header = None
     for row in rows:
@@ -188,7 +239,7 @@ def _from_csv(path: Path, text: str, space: LatentSpace, sr: int, presets: Mappi
             raise AutomationError(f"{path}: line {line}: {e}") from None
     if not out:
         raise AutomationError(f"{path}: no keyframes after the header")
-    return out
+    return Automation(out)
 
 
 def _number(text: str, name: str) -> float:
@@ -208,13 +259,9 @@ def _keyframe(
     time, fields: dict, preset, curve, space: LatentSpace, sr: int, presets: Mapping, prev: list[Keyframe]
 ) -> Keyframe:
     """One checked keyframe: preset expanded, seed resolved, time in samples after the previous one's."""
-    if isinstance(time, bool) or not isinstance(time, (int, float)) or not math.isfinite(time):
-        raise _Problem(f"time must be a finite number of seconds, got {time!r}")
-    if time < 0:
-        raise _Problem(f"time must not be negative, got {time}")
+    sample = _sample(time, sr)
     if curve not in CURVES:
         raise _Problem(f"unknown curve {curve!r} (one of {', '.join(CURVES)})")
-    sample = round(time * sr)
     if prev and sample <= prev[-1].sample:
         raise _Problem(
             f"time {time} s is not after the previous keyframe's {prev[-1].sample / sr:g} s (times must increase)"
@@ -232,6 +279,15 @@ def _keyframe(
     if latent is None and not macros:
         raise _Problem('sets nothing: give "latent", "seed", "preset" or "macros"')
     return Keyframe(sample, latent, macros, curve)
+
+
+def _sample(time, sr: int) -> int:
+    """A keyframe's or note's time in seconds -> the nearest model-rate sample."""
+    if isinstance(time, bool) or not isinstance(time, (int, float)) or not math.isfinite(time):
+        raise _Problem(f"time must be a finite number of seconds, got {time!r}")
+    if time < 0:
+        raise _Problem(f"time must not be negative, got {time}")
+    return round(time * sr)
 
 
 def _resolve(spec: Mapping, space: LatentSpace) -> dict:

@@ -39,6 +39,7 @@ import soundfile as sf
 from .automation import AutomationError, load_automation, load_presets
 from .bundle import DEFAULT_NAME, BundleError, load_bundle, shipped_bundles
 from .latents import ControlPath, LatentSpace
+from ganstream.core.pitch import note_name, parse_note
 from ganstream.core.resample import QUALITIES, ResampledStream
 from .stream import MODES, SegmentStream, StreamSettings
 
@@ -47,6 +48,7 @@ FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}
 PROGRESS_MIN_SECONDS = 30.0  # shorter renders finish too fast for a bar to help
 BLOCK_SECONDS = 0.5
+MAX_VELOCITY_EXPONENT = 10.0
 
 
 class CommandError(Exception):
@@ -67,6 +69,69 @@ def _bundle_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _root_note(text: str) -> float:
+    """`--root-note`: a MIDI number or a note name (core/pitch.parse_note)."""
+    try:
+        return parse_note(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def parse_velocity_curve(text: str) -> float:
+    """`--velocity-curve`: "linear" or "exp:G" -> the exponent G of gain = velocity ** G (linear: 1)."""
+    if text == "linear":
+        return 1.0
+    kind, colon, value = text.partition(":")
+    try:
+        g = float(value) if kind == "exp" and colon else math.nan
+    except ValueError:
+        g = math.nan
+    if not (math.isfinite(g) and 0 < g <= MAX_VELOCITY_EXPONENT):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use linear, or exp:G for gain = velocity ** G with G in (0, {MAX_VELOCITY_EXPONENT:g}] (e.g. exp:2)"
+        )
+    return g
+
+
+def _note_options(p: argparse.ArgumentParser) -> None:
+    """How trigger mode plays notes (render, play and bench)."""
+    p.add_argument("--polyphony", type=int, default=8, help="trigger mode: voices at once (default 8)")
+    p.add_argument("--note-off", action="store_true", help="trigger mode: a note-off fades its voice out (default: one-shots)")
+    root = p.add_mutually_exclusive_group()
+    root.add_argument(
+        "--root-note", type=_root_note, metavar="N",
+        help="trigger mode: the note a voice sounds as generated, a MIDI number or a name (C4, A#3); a note plays "
+        "note - N semitones away, within +-24 (default: the bundle's root note; a bundle without one plays every note as generated)",
+    )
+    root.add_argument("--no-transpose", action="store_true", help="trigger mode: every note plays the voice as generated")
+    p.add_argument(
+        "--velocity-curve", type=parse_velocity_curve, default=1.0, metavar="linear|exp:G",
+        help="trigger mode: a voice's gain is velocity (linear, the default) or velocity ** G (exp:G; exp:2 is the usual curve)",
+    )
+
+
+def note_settings(args: argparse.Namespace, bundle, mode: str, command: str) -> dict:
+    """The StreamSettings fields of the note options: polyphony, note_off, root_note, velocity_exponent.
+
+    The root is --root-note, else the bundle's (`streaming.root_note`, estimated at export). A bundle
+    without one plays notes as generated, as before notes transposed (a kit's pads would otherwise
+    sound two octaves down from a guessed root), and trigger mode says so; --no-transpose: None."""
+    if args.polyphony < 1:
+        raise CommandError(f"--polyphony must be >= 1, got {args.polyphony}")
+    root = args.root_note
+    if args.no_transpose:
+        root = None
+    elif root is None:
+        root = bundle.streaming.root_note
+        if root is None and mode == "trigger":
+            print(
+                f"ganstream {command}: {bundle.name} has no root note (export found no clear pitch): notes play "
+                "their voices as generated; --root-note N transposes them from N",
+                file=sys.stderr,
+            )
+    return {"polyphony": args.polyphony, "note_off": args.note_off, "root_note": root, "velocity_exponent": args.velocity_curve}
+
+
 def _render_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="ganstream render",
@@ -77,7 +142,7 @@ def _render_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output file; .wav or .flac")
     p.add_argument("--seconds", type=float, required=True, help="length of the render in seconds")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting latent and of the walk (default 0)")
-    p.add_argument("--automation", help="keyframes file, .json or .csv (docs/automation.md)")
+    p.add_argument("--automation", help="keyframes file, .json or .csv, and notes for trigger mode (.json) (docs/automation.md)")
     p.add_argument("--presets", help="a JSON file whose \"presets\" a CSV automation file may name")
     p.add_argument("--mode", choices=MODES, help="how segments are joined (default: the bundle's)")
     p.add_argument(
@@ -97,6 +162,7 @@ def _render_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--texture-overlap", type=int, help="segments overlapping in texture mode (default: the bundle's)")
     p.add_argument("--smoothing", type=float, help="latent smoothing time constant in seconds (default: the bundle's)")
+    _note_options(p)
     p.add_argument("--batch", type=int, default=8, help="segments per generator call (default 8)")
     p.add_argument(
         "--resample-quality", choices=QUALITIES, default="HQ",
@@ -159,8 +225,13 @@ def _render(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     space = LatentSpace.from_bundle(bundle)
     presets = load_presets(args.presets, space) if args.presets else None
-    keyframes = load_automation(args.automation, space, bundle.sample_rate, presets) if args.automation else None
-    path = _latent_path(args, bundle, space, keyframes)
+    automation = load_automation(args.automation, space, bundle.sample_rate, presets) if args.automation else None
+    path = _latent_path(args, bundle, space, automation.keyframes if automation else None)
+    mode = args.mode or bundle.streaming.mode
+    notes = automation.notes if automation else []
+    if notes and mode != "trigger":
+        print(f"ganstream render: warning: the notes of {args.automation} play in trigger mode only (--mode trigger); "
+              f"{mode} mode ignores them", file=sys.stderr)
     try:
         settings = StreamSettings.from_bundle(
             bundle,
@@ -169,6 +240,7 @@ def _render(args: argparse.Namespace) -> int:
             texture_overlap=args.texture_overlap,
             latent_smoothing_s=args.smoothing,
             batch=args.batch,
+            **note_settings(args, bundle, mode, "render"),  # root_note None (--no-transpose) is the default
         )
         from .inference import Generator, ProviderError  # onnxruntime session set-up, only when rendering
 
@@ -176,7 +248,7 @@ def _render(args: argparse.Namespace) -> int:
             generator = Generator(bundle, provider=args.provider, threads=args.threads)
         except ProviderError as e:
             raise CommandError(str(e)) from None
-        stream = SegmentStream(generator, path, settings)
+        stream = SegmentStream(generator, path, settings, triggers=notes)
     except ValueError as e:
         if isinstance(e, BundleError):
             raise
@@ -283,8 +355,7 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crossfade", type=int, help="crossfade between segments in model-rate samples (default: the bundle's)")
     p.add_argument("--texture-overlap", type=int, help="segments overlapping in texture mode (default: the bundle's)")
     p.add_argument("--smoothing", type=float, help="latent smoothing time constant in seconds (default: the bundle's)")
-    p.add_argument("--polyphony", type=int, default=8, help="trigger mode: voices at once (default 8)")
-    p.add_argument("--note-off", action="store_true", help="trigger mode: a note-off fades its voice out (default: one-shots)")
+    _note_options(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the starting latent and of the walk (default 0)")
     p.add_argument("--walk-rate", type=float, help="random-walk knots per second (default: the bundle's)")
     p.add_argument("--walk-depth", type=float, help="random-walk depth in latent units (default: the bundle's)")
@@ -352,7 +423,7 @@ def engine_settings(args: argparse.Namespace):
 
 
 def _engine_from_args(
-    args: argparse.Namespace, mode: str | None, *, gain: float = 1.0, presets=None, record: bool = False
+    args: argparse.Namespace, mode: str | None, *, gain: float = 1.0, presets=None, record: bool = False, command: str = "play",
 ):
     """Load the bundle, start the generator and build an Engine from play/bench options."""
     from .engine import Engine
@@ -364,8 +435,6 @@ def _engine_from_args(
         raise CommandError(f"--sample-rate must be positive, got {args.sample_rate}")
     if args.threads is not None and args.threads < 1:
         raise CommandError(f"--threads must be >= 1, got {args.threads}")
-    if args.polyphony < 1:
-        raise CommandError(f"--polyphony must be >= 1, got {args.polyphony}")
     bundle = load_bundle(args.bundle)
     space = LatentSpace.from_bundle(bundle)
     rate = bundle.streaming.walk_rate if args.walk_rate is None else args.walk_rate
@@ -375,7 +444,7 @@ def _engine_from_args(
     try:
         stream_settings = StreamSettings.from_bundle(
             bundle, mode=mode, crossfade=args.crossfade, texture_overlap=args.texture_overlap,
-            latent_smoothing_s=args.smoothing, polyphony=args.polyphony, note_off=args.note_off or None,
+            latent_smoothing_s=args.smoothing, **note_settings(args, bundle, mode or bundle.streaming.mode, command),
         )
         settings = engine_settings(args)
         try:
@@ -514,7 +583,7 @@ def _bench(args: argparse.Namespace) -> int:
         raise CommandError(f"--seconds must be a positive number, got {args.seconds}")
     results: dict = {"generator": None, "rtf": {}, "latency": None}
     for mode in modes:
-        bundle, engine = _engine_from_args(args, mode)
+        bundle, engine = _engine_from_args(args, mode, command="bench")
         if results["generator"] is None:
             g = results["generator"] = measure_generator(engine.generator)
             how = f", {g['reconstruction']}" if g["reconstruction"] else ""
@@ -531,7 +600,7 @@ def _bench(args: argparse.Namespace) -> int:
             f"control changes/s ({engine.provider})",
             file=sys.stderr,
         )
-    bundle, engine = _engine_from_args(args, None)
+    bundle, engine = _engine_from_args(args, None, command="bench")
     try:
         lat = measure_latency(engine, args.seconds, args.rate, output="null" if args.null else "device", device=args.device)
     except AudioError as e:

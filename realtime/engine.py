@@ -22,7 +22,7 @@ and `render_timeline` plays such a timeline offline through the same chain:
 the result matches the live output sample for sample (the stream, the gain
 and the resampler are functions of stamped sample time, not of when blocks
 were pulled). `automation_from_timeline` turns a timeline of latent, seed,
-macro and preset changes into an automation file for `ganstream render`.
+macro and preset changes and notes into an automation file for `ganstream render`.
 """
 
 from __future__ import annotations
@@ -434,16 +434,31 @@ def _(event: PresetRecall, model_rate: int) -> dict | None:
     return fields
 
 
+def _note_entry(event: ControlEvent, sample: int, model_rate: int) -> dict | None:
+    """A note-on or note-off as an entry of an automation file's "notes"; None for other events."""
+    if isinstance(event, NoteOn):
+        return {"time": sample / model_rate, **({} if event.note is None else {"note": event.note}), "velocity": event.velocity}
+    if isinstance(event, NoteOff):
+        return {"time": sample / model_rate, "note": event.note, "off": True}
+    return None
+
+
 def automation_from_timeline(timeline: Timeline) -> dict:
-    """An automation document (docs/automation.md) with the timeline's latent and macro changes as steps.
+    """An automation document (docs/automation.md) with the timeline's latent and macro changes as steps,
+    and its note-ons and note-offs as notes.
 
     Render it with `ganstream render --automation FILE --seed SEED` and the walk
     and stream options of the session (`render_options`). Raises ValueError for
-    events an automation file cannot hold (walk or gain changes, morphs, triggers).
+    events an automation file cannot hold (walk or gain changes, morphs).
     """
     sr = timeline.model_rate
     frames: list[dict] = []
+    notes: list[dict] = []
     for e in timeline.events:
+        note = _note_entry(e.event, e.sample, sr)
+        if note is not None:
+            notes.append(note)
+            continue
         fields = _automation_fields(e.event, sr)
         if fields is None:
             raise ValueError(f"an automation file cannot hold a {e.event.kind} event (sample {e.sample})")
@@ -459,15 +474,18 @@ def automation_from_timeline(timeline: Timeline) -> dict:
     for k in keyframes:  # a first keyframe at 0 would replace the track's start instead of stepping
         if k["time"] == 0:
             raise ValueError("an event at sample 0 cannot be an automation step")
-    return {"keyframes": keyframes}
+    return {"keyframes": keyframes, **({"notes": notes} if notes else {})}
 
 
 def render_options(timeline: Timeline) -> list[str]:
     """`ganstream render` options that set up the stream as the live session had it."""
-    s = timeline.stream
+    s = {**asdict(StreamSettings()), **timeline.stream}  # a timeline from before a setting existed: its default
     opts = ["--seed", str(timeline.seed), "--mode", s["mode"], "--crossfade", str(s["crossfade"]),
             "--texture-overlap", str(s["texture_overlap"]), "--smoothing", repr(s["latent_smoothing_s"]),
-            "--sample-rate", str(timeline.output_rate)]
+            "--sample-rate", str(timeline.output_rate), "--polyphony", str(s["polyphony"]),
+            *(["--note-off"] if s["note_off"] else []),
+            *(["--no-transpose"] if s["root_note"] is None else ["--root-note", repr(float(s["root_note"]))]),
+            "--velocity-curve", "linear" if s["velocity_exponent"] == 1.0 else f"exp:{s['velocity_exponent']!r}"]
     if timeline.walk_depth > 0:
         opts += ["--walk-rate", repr(timeline.walk_rate), "--walk-depth", repr(timeline.walk_depth)]
     else:

@@ -152,7 +152,8 @@ class GainChange(ControlEvent):
 
 @dataclass(frozen=True, eq=False)
 class NoteOn(ControlEvent):
-    """Trigger mode: a one-shot voice at gain `velocity` (0..1), started by `note` (None: no note)."""
+    """Trigger mode: a one-shot voice for `velocity` (0..1, through the stream's velocity curve), started by
+    `note` (None: no note), which transposes it from the stream's root note."""
 
     velocity: float
     note: int | None = None

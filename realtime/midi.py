@@ -10,7 +10,8 @@ arrives into `Controls` calls through a `MidiMap` (realtime/midi_map.py):
   or a preset (recalled when the value crosses the middle upwards). A 14-bit
   pair sends its MSB, then its LSB: the MSB alone sets MSB<<7 (the MIDI rule:
   a new MSB clears the LSB), the LSB then sets MSB<<7 | LSB.
-- note on / note off: `controls.trigger(velocity / 127, note)` / `note_off(note)`.
+- note on / note off: `controls.trigger(velocity / 127, note)` / `note_off(note)`; in trigger mode
+  the note transposes its voice from the root note (docs/live.md, Notes).
 - program change N: loads the Nth preset in name order (0 = the first).
 
 Messages on other channels than the map's, CCs the map does not bind and

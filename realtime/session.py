@@ -54,6 +54,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ganstream.core.pitch import note_name
+
 from .engine import Engine, status_line
 
 STOP_TIMEOUT_S = 5.0  # per part (OSC, engine, MIDI)
@@ -232,10 +234,15 @@ class Session:
         engine, out = self.engine, self.engine.output
         s = engine.settings
         osc, midi = self.osc, self.midi
+        stream = engine.stream_settings
+        notes = ""
+        if stream.mode == "trigger":
+            root = stream.root_note
+            notes = " (notes untransposed)" if root is None else f" (notes transpose from {root:g}, {note_name(root)})"
         return (
             f"ganstream play: {self.label} ({engine.model_rate} Hz) on "
             f"{getattr(out, 'name', out)}, {s.sample_rate} Hz, {s.blocksize}-frame blocks, {engine.provider}, "
-            f"{engine.stream_settings.mode} mode, producer {engine.priority}"
+            f"{stream.mode} mode{notes}, producer {engine.priority}"
             + (f"; OSC on {osc.host}:{osc.port}" if osc else "")
             + (f"; MIDI {midi.port_name!r} ({midi.api_label})" if midi else "")
         )

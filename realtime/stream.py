@@ -26,6 +26,17 @@ Joins (mode):
   of the timeline like control steps: `trigger`/`note_off` add them live,
   stamped at or after `position`, or the constructor takes a list for render.
 
+Notes (trigger mode). With `root_note` set, a trigger's note plays its voice
+transposed by (note - root_note) semitones, as a sampler does: the segment is
+resampled, band-limited, by 2^(interval / 12) (core/transpose.py), so a voice
+an octave up sounds twice as high and lasts half as long. Intervals beyond
++-24 semitones play at +-24. A trigger without a note, or any trigger while
+`root_note` is None, plays the segment as generated. The resampling happens
+where the voice is made (the producer thread), once per voice and per
+regeneration, from plans made when the stream is built, never in the audio
+callback. A voice's gain is velocity ** `velocity_exponent`. Crossfade and
+texture mode ignore notes.
+
 The stream fades in over `fade_in_s` from sample 0 rather than starting with a
 step.
 
@@ -46,10 +57,11 @@ jump; steps closer together than R share regenerations (a step is never
 delayed by more than R). The schedule depends only on sample times, so a
 render of a recorded control timeline matches the live stream.
 
-Allocation: voices live in a preallocated (slots, N) array, mixing works in
-place through a preallocated scratch buffer, and a generator that has
-`generate_into` writes into a preallocated array; what remains per generator
-call is a few small latent vectors and Python bookkeeping.
+Allocation: voices live in a preallocated (slots, longest voice) array (N, or
+up to 4N when notes transpose two octaves down), mixing works in place through
+a preallocated scratch buffer, and a generator that has `generate_into` writes
+into a preallocated array; what remains per generator call is a few small
+latent vectors and Python bookkeeping, and per transposed voice its two FFTs.
 """
 
 from __future__ import annotations
@@ -59,6 +71,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Protocol, Sequence
 
 import numpy as np
+
+from ganstream.core.transpose import MAX_SEMITONES, TransposePlan, Transposer
 
 from .latents import LatentPath, SmoothedLatent
 
@@ -95,6 +109,10 @@ class StreamSettings:
         the whole latent timeline is known in advance (render); live uses 1.
     polyphony: trigger mode: most one-shot voices sounding at once (K).
     note_off: trigger mode: a note-off fades out its note's voices (else ignored).
+    root_note: trigger mode: the MIDI note (0..127, fractions allowed) a voice sounds as generated;
+        a note plays (note - root_note) semitones away, within +-24. None: notes do not transpose.
+    velocity_exponent: trigger mode: a voice's gain is velocity ** this (1: linear; 2, 3: the
+        usual velocity curves of synthesisers, quieter soft notes).
     """
 
     mode: str = "crossfade"
@@ -108,10 +126,15 @@ class StreamSettings:
     batch: int = 1
     polyphony: int = 8
     note_off: bool = False
+    root_note: float | None = None
+    velocity_exponent: float = 1.0
 
     @classmethod
     def from_bundle(cls, bundle, **overrides) -> "StreamSettings":
-        """The bundle's recommended `streaming` settings; overrides that are None are ignored."""
+        """The bundle's recommended `streaming` settings; overrides that are None are ignored.
+
+        `root_note` is not taken from the bundle: `render` and `play` choose it (`cli.note_settings`:
+        --root-note, else the bundle's `streaming.root_note`, else None; --no-transpose: None)."""
         s = bundle.streaming
         out = cls(
             mode=s.mode,
@@ -191,6 +214,10 @@ class SegmentStream:
             raise ValueError(f"settle must be in (0, 1), got {s.settle}")
         if s.polyphony < 1:
             raise ValueError(f"polyphony must be >= 1, got {s.polyphony}")
+        if s.root_note is not None and not (math.isfinite(s.root_note) and 0 <= s.root_note <= 127):
+            raise ValueError(f"root_note must be a MIDI note within [0, 127], got {s.root_note}")
+        if not (math.isfinite(s.velocity_exponent) and s.velocity_exponent > 0):
+            raise ValueError(f"velocity_exponent must be > 0, got {s.velocity_exponent}")
         self.generator, self.settings = generator, s
         self.sample_rate, self.segment = sr, n
 
@@ -239,6 +266,14 @@ class SegmentStream:
             env[:x] = self._ramp_in[:x]
             env[n - x :] = self._ramp_in[:x][::-1]
             self._env = self._env_first = env
+        # Trigger mode with a root: the plan of each MIDI note's interval (None: played as generated).
+        self._transposer = Transposer(n)
+        self._plans: list[TransposePlan | None] = [None] * 128
+        if not self._continuous and s.root_note is not None:
+            for note in range(128):
+                interval = min(MAX_SEMITONES, max(-MAX_SEMITONES, note - s.root_note))
+                self._plans[note] = self._transposer.plan(interval) if interval != 0 else None
+        longest = max([n] + [p.length for p in self._plans if p is not None])
         self._triggers: list[Trigger] = []
         self._trigger_seen = 0  # triggers before this index have played
         self._trigger_count = 0
@@ -246,7 +281,7 @@ class SegmentStream:
             self.add_trigger(tr)
 
         slots = 2 * alive + max(s.batch, alive) + 2
-        self._audio = np.zeros((slots, n), dtype=np.float32)
+        self._audio = np.zeros((slots, longest), dtype=np.float32)  # a voice's samples from its start
         self._free = list(range(slots - 1, -1, -1))
         self._voices: list[_Voice] = []
         self._scratch = np.zeros(n, dtype=np.float32)
@@ -390,10 +425,12 @@ class SegmentStream:
         for i, k in enumerate(new, start=len(regen)):
             env = self._env_first if k == self._first else self._env
             self._voice(audio[i], k * self.hop, env, z[i])
+        exponent = self.settings.velocity_exponent
         for i, (velocity, note) in enumerate(self._starting, start=len(regen)):
             self._steal(pos)
             self._trigger_count += 1
-            self._voice(audio[i], pos, self._env, z[i], gain=velocity, note=note, order=self._trigger_count)
+            gain = velocity if exponent == 1.0 else velocity**exponent
+            self._voice(audio[i], pos, self._env, z[i], gain=gain, note=note, order=self._trigger_count)
             self.segments_generated += 1
         self._starting.clear()
         # Mix in a canonical order, so batching (which changes when voices are made) changes no rounding.
@@ -450,10 +487,20 @@ class SegmentStream:
         if not self._free:
             raise RuntimeError("no free voice slot (stream settings allow more overlap than planned)")
         slot = self._free.pop()
-        np.multiply(audio, env, out=self._audio[slot])
+        row = self._audio[slot]
+        plan = self._plans[note] if note is not None and not self._continuous else None
+        if plan is None:
+            length = self.segment
+            np.multiply(audio, env, out=row[:length])
+        else:  # a transposed one-shot: resampled, then the one-shot ramps at its own ends
+            length = plan.length
+            self._transposer.apply(audio, plan, row)
+            x = min(self._x, length // 2)
+            row[:x] *= self._ramp_in[:x]
+            row[length - x : length] *= self._ramp_in[:x][::-1]
         if gain != 1.0:
-            self._audio[slot] *= np.float32(gain)
-        v = _Voice(slot, start, start + self.segment, z, env, gate_in, gain, note, order)
+            row[:length] *= np.float32(gain)
+        v = _Voice(slot, start, start + length, z, env, gate_in, gain, note, order)
         self._voices.append(v)
         return v
 
