@@ -240,13 +240,14 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The rows by set, config and budget: position, FD beside its floor and ceiling, steps, digits' IS."""
-    lines = ["| set | config | CPU-min | best step / trained | position | FD (floor, ceiling) | IS / real IS |",
+    lines = ["| set | config | CPU-min | best step / trained (chosen on) | position | FD (floor, ceiling) | IS / real IS |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     order = {name: i for i, name in enumerate(SETS)}
     for r in sorted(rows, key=lambda r: (order.get(r["set"], len(SETS)), r["set"], r["config"], r["budget_cpu_min"])):
         pos = "n/a" if r["position"] is None else f"{r['position']:.3f}"
         is_frac = f"{r['is_fraction']:.3f}" if r.get("is_fraction") is not None else ""
-        lines.append(f"| {r['set']} | `{r['config']}` | {r['budget_cpu_min']:g} | {r['step']} / {r['steps_trained']} | {pos} | "
+        chosen = "train" if r.get("best_chosen_against") == "train" else "holdout"  # rows before --select-against: holdout
+        lines.append(f"| {r['set']} | `{r['config']}` | {r['budget_cpu_min']:g} | {r['step']} / {r['steps_trained']} ({chosen}) | {pos} | "
                      f"{r['fd']:.0f} ({r['floor']:.0f}, {r['ceiling']:.0f}) | {is_frac} |")
     return "\n".join(lines)
 
