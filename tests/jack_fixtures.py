@@ -24,6 +24,14 @@ RATE = 48000
 PERIOD = 256
 
 
+def stop(*procs: subprocess.Popen) -> None:
+    """Kills what is still running of `procs`: a test's `finally`, so that no player outlives a failure."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def _connectable(name: str) -> bool:
     try:
         import jack

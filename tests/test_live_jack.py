@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bundle_factory import make_bundle
-from jack_fixtures import RATE
+from jack_fixtures import RATE, stop
 
 from ganstream.realtime.cli import render_main
 from ganstream.realtime.engine import Timeline, automation_from_timeline, render_options
@@ -144,10 +144,7 @@ def test_engine_plays_through_jack_under_control_traffic(jack_server, tmp_path):
         _, err = sender.communicate(input="", timeout=30)
         assert sender.returncode == 0, err
     finally:
-        for proc in [engine, *([sender] if "sender" in locals() else [])]:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        stop(engine, *([sender] if "sender" in locals() else []))
         rec.close()
         os.sched_setscheduler(0, *policy)
     assert engine.returncode == 0, out
@@ -331,9 +328,7 @@ def test_play_learns_a_cc_from_the_terminal_and_replies_on_the_reply_port(jack_s
             engine.send_signal(signal.SIGINT)
             out_text, _ = engine.communicate(timeout=30)
         finally:
-            if engine.poll() is None:
-                engine.kill()
-                engine.wait()
+            stop(engine)
     assert engine.returncode == 0, out_text
     binding = load_midi_map(learned).binding_for(33)
     assert binding is not None and binding.target == "macro/pc1"

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from bundle_factory import make_bundle, read_manifest, rehash, write_manifest
-from jack_fixtures import RATE
+from jack_fixtures import RATE, stop
 from test_engine import play
 from test_transpose import cents, fft_peak_hz, voices
 
@@ -357,9 +357,7 @@ def test_play_on_jack_follows_notes_from_a_jack_midi_port(jack_server, tmp_path)
         engine.send_signal(signal.SIGINT)
         out, _ = engine.communicate(timeout=30)
     finally:
-        if engine.poll() is None:
-            engine.kill()
-            engine.wait()
+        stop(engine)
         rec.close()
     assert engine.returncode == 0, out
     assert "trigger mode (notes transpose from 45, A2)" in out
