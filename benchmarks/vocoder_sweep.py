@@ -21,7 +21,6 @@ Runs go under --runs (default /tmp/ganstream-vocoder-sweep), never into the repo
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import shlex
@@ -31,9 +30,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality_per_cpu import BudgetClock, BudgetStops, git_commit, pin_threads  # noqa: E402  (one budget clock)
+from quality_per_cpu import REPO, BudgetClock, BudgetStops, _utc_now, git_commit, pin_threads  # noqa: E402  (one budget clock)
 
-REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "benchmarks" / "results" / "vocoder_sweep.json"
 
 
@@ -73,13 +71,13 @@ def train(spec: str, set_name: str, minutes: float, runs: Path, log: Any) -> tup
     return run_dir, measured
 
 
-def score(run_dir: Path, set_name: str, threads: int, max_clips: int) -> dict[str, Any]:
+def score(run_dir: Path, set_name: str, max_clips: int) -> dict[str, Any]:
     """Exports the run's latest checkpoint and scores it on the set's held-out split."""
     bundle, report = run_dir / "sweep.gsb", run_dir / "sweep-eval.json"
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    subprocess.run(["ganstream", "export", str(run_dir), "-o", str(bundle)], check=True, env=env, capture_output=True)
+    # The commands inherit pin_threads' OMP_NUM_THREADS and MKL_NUM_THREADS.
+    subprocess.run(["ganstream", "export", str(run_dir), "-o", str(bundle)], check=True, capture_output=True)
     subprocess.run(["ganstream", "eval-reconstruction", f"set:{set_name}/heldout", "--network", str(bundle),
-                    "--max-clips", str(max_clips), "--json", str(report)], check=True, env=env, capture_output=True)
+                    "--max-clips", str(max_clips), "--json", str(report)], check=True, capture_output=True)
     return json.loads(report.read_text())
 
 
@@ -97,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     pin_threads(args.threads)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     command = shlex.join(["python", "benchmarks/vocoder_sweep.py", *(sys.argv[1:] if argv is None else argv)])
+    commit = git_commit()
     rows = json.loads(args.out.read_text())["rows"] if args.out.is_file() else []
     for set_name in args.sets:
         for spec in args.configs:
@@ -107,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
                 measured = json.loads((run_dir / "sweep.json").read_text())
             else:
                 run_dir, measured = train(spec, set_name, args.budget, args.runs, log)
-            report = score(run_dir, set_name, args.threads, args.max_clips)
+            report = score(run_dir, set_name, args.max_clips)
             row = {"config": spec, "set": set_name, "budget_cpu_min": args.budget, **measured, "threads": args.threads,
-                   "eval": report, "run": str(run_dir), "command": command, "commit": git_commit(),
-                   "measured_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+                   "eval": report, "run": str(run_dir), "command": command, "commit": commit,
+                   "measured_utc": _utc_now()}
             rows = [r for r in rows if (r["config"], r["set"], r["budget_cpu_min"]) != (spec, set_name, args.budget)] + [row]
             args.out.parent.mkdir(parents=True, exist_ok=True)
             tmp = args.out.with_suffix(".json.tmp")

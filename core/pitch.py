@@ -42,7 +42,7 @@ A4_NOTE = 69
 NOTE_MIN, NOTE_MAX = 0, 127
 _NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 _PITCH_CLASS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-_NOTE = re.compile(r"([A-Ga-g])([#b]?)(-?\d+)")
+NOTE_NAME = re.compile(r"([A-Ga-g])([#b]?)(-?\d+)")  # a note name, whole: letter, accidental, octave
 
 FMIN_HZ = 50.0  # the lowest pitch looked for (G1 is 49 Hz)
 FMAX_HZ = 2000.0
@@ -80,7 +80,7 @@ def parse_note(text: str) -> float:
 
     Raises ValueError saying what is accepted."""
     s = str(text).strip()
-    m = _NOTE.fullmatch(s)
+    m = NOTE_NAME.fullmatch(s)
     if m:
         letter, accidental, octave = m.groups()
         note = 12 * (int(octave) + 1) + _PITCH_CLASS[letter.upper()] + {"#": 1, "b": -1, "": 0}[accidental]

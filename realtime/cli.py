@@ -39,7 +39,7 @@ import soundfile as sf
 from .automation import AutomationError, load_automation, load_presets
 from .bundle import DEFAULT_NAME, BundleError, load_bundle, shipped_bundles
 from .latents import ControlPath, LatentSpace
-from ganstream.core.pitch import note_name, parse_note
+from ganstream.core.pitch import parse_note
 from ganstream.core.resample import QUALITIES, ResampledStream
 from .stream import MODES, SegmentStream, StreamSettings
 

@@ -261,10 +261,8 @@ class SegmentStream:
         self._fade = (np.sin(0.5 * np.pi * (np.arange(f) + 0.5) / max(f, 1)) ** 2).astype(np.float32)
         self._continuous = s.mode != "trigger"
         if not self._continuous:
-            x = min(self._x, n // 2)  # one-shot envelope: ramps in and out, no click at either end
             env = np.ones(n, dtype=np.float32)
-            env[:x] = self._ramp_in[:x]
-            env[n - x :] = self._ramp_in[:x][::-1]
+            self._one_shot_ramps(env, n)
             self._env = self._env_first = env
         # Trigger mode with a root: the plan of each MIDI note's interval (None: played as generated).
         self._transposer = Transposer(n)
@@ -425,11 +423,10 @@ class SegmentStream:
         for i, k in enumerate(new, start=len(regen)):
             env = self._env_first if k == self._first else self._env
             self._voice(audio[i], k * self.hop, env, z[i])
-        exponent = self.settings.velocity_exponent
         for i, (velocity, note) in enumerate(self._starting, start=len(regen)):
             self._steal(pos)
             self._trigger_count += 1
-            gain = velocity if exponent == 1.0 else velocity**exponent
+            gain = velocity**self.settings.velocity_exponent  # x ** 1.0 is x exactly: linear is unchanged
             self._voice(audio[i], pos, self._env, z[i], gain=gain, note=note, order=self._trigger_count)
             self.segments_generated += 1
         self._starting.clear()
@@ -473,6 +470,12 @@ class SegmentStream:
         v.gate_out = max(pos, v.gate_in)
         v.stop = min(v.stop, v.gate_out + self._x)
 
+    def _one_shot_ramps(self, row: np.ndarray, length: int) -> None:
+        """Ramps row[:length] in and out in place (trigger mode's one-shot envelope: no click at either end)."""
+        x = min(self._x, length // 2)
+        row[:x] *= self._ramp_in[:x]
+        row[length - x : length] *= self._ramp_in[:x][::-1]
+
     def _voice(
         self, audio: np.ndarray, start: int, env: np.ndarray, z: np.ndarray, gate_in: int = _NEVER,
         gain: float = 1.0, note: int | None = None, order: int = 0,
@@ -488,16 +491,14 @@ class SegmentStream:
             raise RuntimeError("no free voice slot (stream settings allow more overlap than planned)")
         slot = self._free.pop()
         row = self._audio[slot]
-        plan = self._plans[note] if note is not None and not self._continuous else None
+        plan = self._plans[note] if note is not None else None  # all None outside trigger mode
         if plan is None:
             length = self.segment
             np.multiply(audio, env, out=row[:length])
         else:  # a transposed one-shot: resampled, then the one-shot ramps at its own ends
             length = plan.length
             self._transposer.apply(audio, plan, row)
-            x = min(self._x, length // 2)
-            row[:x] *= self._ramp_in[:x]
-            row[length - x : length] *= self._ramp_in[:x][::-1]
+            self._one_shot_ramps(row, length)
         if gain != 1.0:
             row[:length] *= np.float32(gain)
         v = _Voice(slot, start, start + length, z, env, gate_in, gain, note, order)

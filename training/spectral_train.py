@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganstream.core.phase import griffin_lim
+from ganstream.core.phase import GRIFFIN_LIM, PhaseReconstructor
 from ganstream.core.spectral import BinNorm, SpectralParams
 
 from .config import ConfigError
@@ -94,7 +94,7 @@ class SpectralRun(Run):
 def griffin_lim_audio(specs: np.ndarray, params: SpectralParams, norm: BinNorm, iters: int = PREVIEW_GL_ITERS) -> np.ndarray:
     """(N, bins, frames) normalised log-magnitude spectrograms -> (N, frames * hop) float32 audio by
     fast Griffin-Lim (core/phase.py): previews, and what the evaluation scores of a spectral GAN."""
-    audio = np.stack([griffin_lim(np.exp(norm.denormalise(spec)), params, iters=iters) for spec in specs])
+    audio = PhaseReconstructor(params, norm, specs.shape[-1], GRIFFIN_LIM, iters).reconstruct(specs)
     # Inconsistent phases can overshoot the real clip's peak: scale such clips down rather than clip them.
     return (audio / np.maximum(np.abs(audio).max(axis=1, keepdims=True), 1.0)).astype(np.float32)
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ganstream.core.pitch import SILENCE_DB, PitchEstimate, parse_note
+from ganstream.core.pitch import NOTE_NAME, SILENCE_DB, PitchEstimate, parse_note
 
 from . import audio
 from .real_sets import LABELS, read_labels
@@ -43,7 +43,6 @@ UNKNOWN = -1
 # octave from -1 to 9, and neither letters nor digits on either side, so `Bass`, `deadbeef`, `E12` and `xA3`
 # are no notes. Upper case only: lower-case `a1`, `b2`, `e3` name takes, mics and sections too often.
 _NOTE_TOKEN = re.compile(r"(?<![A-Za-z0-9])[A-G][#b]?(?:-1|[0-9])(?![A-Za-z0-9])")
-_NOTE_NAME = re.compile(r"[A-Ga-g][#b]?-?[0-9]+")
 # The piano set's own names (real_sets.build_piano): `0001_p55_v39`, chords `0000_p77-80-84-87_v32`.
 _PIANO_SET_NAME = re.compile(r"(?:^|[^A-Za-z0-9])p([0-9]{1,3}(?:-[0-9]{1,3})*)_v([0-9]{1,3})$")
 # NSynth: `guitar_acoustic_001-082-050`, three-digit pitch then velocity at the end of the stem.
@@ -62,7 +61,7 @@ def note_number(name: str) -> int:
 
     Raises ValueError naming the text when it is not a note name, or is one outside MIDI 0..127."""
     text = str(name).strip()
-    if not _NOTE_NAME.fullmatch(text):
+    if not NOTE_NAME.fullmatch(text):
         raise ValueError(f"{name!r} is not a note name: give a letter, an optional # or b, and an octave (C4, A#3, Bb2, C-1)")
     return int(parse_note(text))
 

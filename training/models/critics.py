@@ -185,14 +185,17 @@ class FeatureTap:
 def feature_matching(real: list[Tensor], fake: list[Tensor]) -> Tensor:
     """Salimans et al.'s feature matching, per layer: L1 between the batch means of real and fake activations
     (each (B, ...)), averaged over layers. Batch means, not pairs: real and fake items are unrelated here."""
-    if len(real) != len(fake) or not real:
-        raise ValueError(f"feature matching needs the same layers of real and fake, not {len(real)} and {len(fake)}")
+    _check_layers(real, fake)
     return torch.stack([(r.mean(0) - f.mean(0)).abs().mean() for r, f in zip(real, fake)]).mean()
 
 
 def paired_feature_matching(real: list[Tensor], fake: list[Tensor]) -> Tensor:
     """HiFi-GAN's feature matching, for a fake that reconstructs its real (a vocoder's): L1 between each
     pair's activations, averaged over elements and layers."""
+    _check_layers(real, fake)
+    return torch.stack([(r - f).abs().mean() for r, f in zip(real, fake)]).mean()
+
+
+def _check_layers(real: list[Tensor], fake: list[Tensor]) -> None:
     if len(real) != len(fake) or not real:
         raise ValueError(f"feature matching needs the same layers of real and fake, not {len(real)} and {len(fake)}")
-    return torch.stack([(r - f).abs().mean() for r, f in zip(real, fake)]).mean()
