@@ -1,4 +1,4 @@
-"""The bundle's manifest.json (docs/bundle.md, format versions 1 to 4), as typed dataclasses: the schema's one home.
+"""The bundle's manifest.json (docs/bundle.md, format versions 1 to 5), as typed dataclasses: the schema's one home.
 
 The writer (`ganstream.export.bundle`) builds a `Manifest`, with the `format_version` that
 `lowest_version` gives, and writes `Manifest.dumps()`;
@@ -37,7 +37,8 @@ WAVEFORM_VERSION = 1  # waveform bundles
 SPECTRAL_VERSION = 2  # adds spectral and reconstruction bundles
 TRIGGER_VERSION = 3  # adds streaming.mode "trigger"
 FALLBACK_VERSION = 4  # adds spectral.reconstruction: spectral bundles without a reconstruction network
-VERSIONS = (WAVEFORM_VERSION, SPECTRAL_VERSION, TRIGGER_VERSION, FALLBACK_VERSION)
+CONDITION_VERSION = 5  # adds `condition`: pitch-conditioned generators, with a second input
+VERSIONS = (WAVEFORM_VERSION, SPECTRAL_VERSION, TRIGGER_VERSION, FALLBACK_VERSION, CONDITION_VERSION)
 # model.kind -> the format version it came with: the lowest a writer may write for it, so hosts
 # that read only version 1 (ganstream 0.1.0) keep playing waveform bundles.
 FIRST_VERSION = {"waveform": WAVEFORM_VERSION, "spectral": SPECTRAL_VERSION, "reconstruction": SPECTRAL_VERSION}
@@ -59,6 +60,12 @@ RECONSTRUCTION_METHODS = tuple(RECONSTRUCTION_FIRST_VERSION)  # what core/phase.
 # before it and does with --no-transpose. A version for it would only make those readers refuse bundles
 # they play well, so `lowest_version` does not look at it.
 ROOT_NOTE_RANGE = (0.0, 127.0)  # MIDI note numbers; fractions are cents between notes
+# `streaming.kit` (a kit file in the bundle: notes -> pads, realtime/kit.py) is optional and version-free
+# for the same reason: a reader that ignores it plays every note with the current latent, as before kits.
+# A conditioned generator (`condition`) takes a second input that an older reader would not feed, so
+# it says CONDITION_VERSION and such a reader asks for an upgrade.
+CONDITION_KINDS = {"pitch": 1, "pitch+velocity": 2}  # condition.kind -> the columns of its input
+CONDITION_INPUT = "condition"  # the generator graph's second input: (batch, C) MIDI pitch [, velocity in 0..1]
 # model.kind -> (graph roles it may have, roles it must have)
 ROLES = {
     "waveform": (("generator",), ("generator",)),
@@ -83,14 +90,16 @@ CONTROL_KINDS = ("principal", "descriptor")
 DESCRIPTORS = ("loudness", "spectral_centroid", "spectral_flatness")
 
 
-def lowest_version(kind: str, mode: str | None, reconstruction: str | None = None) -> int:
+def lowest_version(kind: str, mode: str | None, reconstruction: str | None = None, conditioned: bool = False) -> int:
     """The format version a writer writes: the lowest that describes a bundle of `model.kind` kind,
-    `streaming.mode` mode (None: no streaming section) and `spectral.reconstruction.method`
-    reconstruction (None: none, the bundle's network if it has one), so older hosts keep playing it."""
+    `streaming.mode` mode (None: no streaming section), `spectral.reconstruction.method`
+    reconstruction (None: none, the bundle's network if it has one) and a `condition` (conditioned),
+    so older hosts keep playing it."""
     return max(
         FIRST_VERSION[kind],
         MODE_FIRST_VERSION[mode] if mode is not None else WAVEFORM_VERSION,
         RECONSTRUCTION_FIRST_VERSION[reconstruction] if reconstruction is not None else WAVEFORM_VERSION,
+        CONDITION_VERSION if conditioned else WAVEFORM_VERSION,
     )
 
 
@@ -377,6 +386,7 @@ class StreamingSettings:
     walk_rate: float  # Hz
     walk_depth: float  # latent units
     root_note: float | None = None  # MIDI note the segments sound at (optional in every version); None: unknown
+    kit: str | None = None  # a kit file in the bundle (realtime/kit.py), trigger mode's default pads; optional in every version
 
     @classmethod
     def from_json(cls, data: Any, file: str = MANIFEST, path: str = "streaming", *, segment: int) -> StreamingSettings:
@@ -403,6 +413,7 @@ class StreamingSettings:
             walk_rate=f.number(data, "walk_rate", path, minimum=0.0),
             walk_depth=f.number(data, "walk_depth", path, minimum=0.0),
             root_note=root,
+            kit=f.relative(data, "kit", path) if data.get("kit") is not None else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -416,7 +427,47 @@ class StreamingSettings:
         }
         if self.root_note is not None:
             out["root_note"] = self.root_note
+        if self.kit is not None:
+            out["kit"] = self.kit
         return out
+
+
+@dataclass(frozen=True)
+class Condition:
+    """`condition`: what the generator's second input, "condition" (batch, columns), asks for.
+
+    Column 0 is a MIDI pitch, column 1 (pitch+velocity) a velocity in [0, 1]. `pitch_range` is the
+    lowest and highest pitch the training labels held: hosts fold other notes into it by octaves (or
+    refuse them). `histogram` counts the training segments per pitch, `labels` says where they came from."""
+
+    kind: str  # a CONDITION_KINDS key
+    pitch_range: tuple[int, int]
+    histogram: dict[str, int]  # MIDI pitch (as a string, a JSON key) -> training segments
+    labels: str = ""
+
+    @property
+    def columns(self) -> int:
+        return CONDITION_KINDS[self.kind]
+
+    @classmethod
+    def from_json(cls, data: Any, file: str = MANIFEST, path: str = "condition") -> Condition:
+        f = _section(data, file, path)
+        kind = f.string(data, "kind", path, tuple(CONDITION_KINDS))
+        span = f.get(data, "pitch_range", path)
+        if not (isinstance(span, list) and len(span) == 2 and all(_is_int(v) and 0 <= v <= 127 for v in span) and span[0] <= span[1]):
+            f.fail(f"{path}.pitch_range", f"must be [lowest, highest], MIDI notes 0..127, lowest first, got {json_brief(span)}")
+        hist = f.get(data, "histogram", path)
+        if not isinstance(hist, dict) or not all(
+            isinstance(k, str) and k.isdigit() and span[0] <= int(k) <= span[1] and _is_int(v) and v >= 0 for k, v in hist.items()
+        ):
+            f.fail(f"{path}.histogram", f"must map MIDI pitches within pitch_range (as strings) to counts, got {json_brief(hist)}")
+        labels = data.get("labels", "")
+        if not isinstance(labels, str):
+            f.fail(f"{path}.labels", f"must be a string, got {json_brief(labels)}")
+        return cls(kind, (span[0], span[1]), dict(hist), labels)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "pitch_range": list(self.pitch_range), "histogram": self.histogram, "labels": self.labels}
 
 
 @dataclass(frozen=True)
@@ -461,6 +512,7 @@ class Manifest:
     streaming: StreamingSettings | None  # None for reconstruction bundles
     files: dict[str, FileEntry]  # every file but manifest.json
     provenance: dict[str, Any]
+    condition: Condition | None = None  # a conditioned generator's (format version 5)
 
     @property
     def kind(self) -> str:
@@ -499,7 +551,14 @@ class Manifest:
                 _listed(getattr(spectral.norm, key), files, f, f"spectral.norm.{key}", " (so its sha256 cannot be checked)")
             _check_phase_reconstruction(spectral, model, version, f)
         graphs = _graphs(data, f, model.kind, files, spectral.reconstruction if spectral is not None else None)
-        _check_signatures(graphs, model, spectral, f)
+        condition = None
+        if data.get("condition") is not None:
+            if version < CONDITION_VERSION:
+                f.fail("condition", f"is set, which format version {version} does not have: a conditioned generator needs format version {CONDITION_VERSION}")
+            if model.kind == "reconstruction":
+                f.fail("condition", "must be null in a reconstruction bundle (it has no generator)")
+            condition = Condition.from_json(data["condition"], file)
+        _check_signatures(graphs, model, spectral, f, condition)
 
         if model.kind == "reconstruction":
             for key in ("controls", "streaming"):
@@ -512,12 +571,17 @@ class Manifest:
             if controls is not None:
                 _listed(controls.file, files, f, "controls.file")
             streaming = StreamingSettings.from_json(f.get(data, "streaming"), file, segment=model.segment)
+            if streaming.kit is not None:
+                _listed(streaming.kit, files, f, "streaming.kit")
+            if condition is not None and streaming.root_note is not None:
+                f.fail("streaming.root_note", "must be absent in a pitch-conditioned bundle: it plays each note's pitch, "
+                                              "it does not transpose from a root")
             needs = MODE_FIRST_VERSION[streaming.mode]
             if version < needs:
                 mode = streaming.mode
                 f.fail("streaming.mode", f"is {json_brief(mode)}, which format version {version} does not have: {mode} needs format version {needs}")
         provenance = f.section(data, "provenance")
-        return cls(version, name, model, graphs, spectral, controls, streaming, files, provenance)
+        return cls(version, name, model, graphs, spectral, controls, streaming, files, provenance, condition)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -531,6 +595,8 @@ class Manifest:
             "streaming": None if self.streaming is None else self.streaming.to_json(),
             "files": {rel: entry.to_json() for rel, entry in self.files.items()},
             "provenance": self.provenance,
+            # Only where there is one: bundles of versions 1 to 4 write the bytes they wrote before it existed.
+            **({"condition": self.condition.to_json()} if self.condition is not None else {}),
         }
 
     def dumps(self) -> str:
@@ -636,26 +702,46 @@ def _listed(rel: str, files: Mapping[str, FileEntry], f: _Fields, path: str, why
         f.fail(path, f"names {rel!r}, which is not listed in `files`{why}")
 
 
-def _check_signatures(graphs: dict[str, Graph], model: Model, spectral: Spectral | None, f: _Fields) -> None:
-    """Each graph's declared signature against the model and the front end (docs/bundle.md, Checks)."""
+def _check_signatures(graphs: dict[str, Graph], model: Model, spectral: Spectral | None, f: _Fields, condition: Condition | None = None) -> None:
+    """Each graph's declared signature against the model, the front end and the condition (docs/bundle.md, Checks)."""
+    for role in ("generator", "fused"):
+        if role in graphs:
+            _condition_input(graphs[role], role, f, condition)
     if spectral is not None:
         frames = [BATCH, spectral.bins, spectral.frames]
         what = "the spectrogram, `spectral.bins` by `spectral.frames`"
         if "generator" in graphs:
-            _one_tensor(graphs["generator"], "generator", f, "inputs", [BATCH, model.latent.size], "the latent, of `model.latent.size`")
+            _one_tensor(graphs["generator"], "generator", f, "inputs", [BATCH, model.latent.size], "the latent, of `model.latent.size`", condition)
             _one_tensor(graphs["generator"], "generator", f, "outputs", frames, what)
         if "reconstruction" in graphs:  # absent where `spectral.reconstruction` rebuilds the audio (_check_phase_reconstruction)
             _one_tensor(graphs["reconstruction"], "reconstruction", f, "inputs", frames, what)
             _one_tensor(graphs["reconstruction"], "reconstruction", f, "outputs", [BATCH, model.segment], "the audio, of `model.segment` samples")
     for role in ("fused",) if spectral is not None else ("generator",):
         if role in graphs:
-            _latent_to_audio(graphs[role], role, f, model)
+            _latent_to_audio(graphs[role], role, f, model, condition)
 
 
-def _latent_to_audio(gen: Graph, role: str, f: _Fields, model: Model) -> None:
+def _condition_input(gen: Graph, role: str, f: _Fields, condition: Condition | None) -> None:
+    """A conditioned generator's second input is "condition" (batch, columns); an unconditioned one has none."""
+    p = f"graphs.{role}.inputs"
+    if condition is None:
+        if len(gen.inputs) > 1 and any(s.name == CONDITION_INPUT for s in gen.inputs):
+            f.fail(p, f"has a {CONDITION_INPUT!r} input but the manifest has no `condition` section")
+        return
+    if len(gen.inputs) != 2 or gen.inputs[1].name != CONDITION_INPUT:
+        f.fail(p, f"must list two inputs, the latent then {CONDITION_INPUT!r} (the manifest has a `condition`), got "
+                  f"{json_brief([s.name for s in gen.inputs])}")
+    want = [BATCH, condition.columns]
+    if list(gen.inputs[1].shape) != want:
+        f.fail(f"{p}[1].shape", f"is {json_brief(list(gen.inputs[1].shape))} but must be {json_brief(want)}: "
+                                f"`condition.kind` {json_brief(condition.kind)} has {condition.columns} column(s)")
+
+
+def _latent_to_audio(gen: Graph, role: str, f: _Fields, model: Model, condition: Condition | None = None) -> None:
     p = f"graphs.{role}"
-    if len(gen.inputs) != 1:
-        f.fail(f"{p}.inputs", f"must list exactly one input (the latent), got {len(gen.inputs)}")
+    if len(gen.inputs) != (2 if condition is not None else 1):
+        what = "two inputs (the latent, then the condition)" if condition is not None else "exactly one input (the latent)"
+        f.fail(f"{p}.inputs", f"must list {what}, got {len(gen.inputs)}")
     if len(gen.outputs) != 1:
         f.fail(f"{p}.outputs", f"must list exactly one output (the audio), got {len(gen.outputs)}")
     z, audio = gen.inputs[0].shape, gen.outputs[0].shape
@@ -675,9 +761,12 @@ def _latent_to_audio(gen: Graph, role: str, f: _Fields, model: Model) -> None:
         )
 
 
-def _one_tensor(graph: Graph, role: str, f: _Fields, side: str, want: list, what: str) -> None:
+def _one_tensor(graph: Graph, role: str, f: _Fields, side: str, want: list, what: str, condition: Condition | None = None) -> None:
+    """The graph's one input or output (a conditioned generator's second input is checked by `_condition_input`)."""
     specs = graph.inputs if side == "inputs" else graph.outputs
     p = f"graphs.{role}.{side}"
+    if condition is not None and side == "inputs":
+        specs = specs[:1]
     if len(specs) != 1:
         f.fail(p, f"must list exactly one {side[:-1]} ({what}), got {len(specs)}")
     if list(specs[0].shape) != want:

@@ -75,6 +75,19 @@ def note_name(note: float) -> str:
     return name if cents == 0 else f"{name} {cents:+d} cents"
 
 
+def fold_note(note: float, low: float, high: float) -> float:
+    """`note` moved by whole octaves into [low, high] (a conditioned bundle's trained range), by as few as reach
+    it; a range under an octave wide cannot hold every pitch class, so what no octave reaches is clamped to the
+    nearer end."""
+    if note < low:
+        moved = note + 12 * math.ceil((low - note) / 12)
+    elif note > high:
+        moved = note - 12 * math.ceil((note - high) / 12)
+    else:
+        return note
+    return moved if low <= moved <= high else min(max(note, low), high)
+
+
 def parse_note(text: str) -> float:
     """A MIDI note number (60, or 60.5 between notes) or a name (C4, A#3, Bb2, C-1) -> the MIDI number in [0, 127].
 

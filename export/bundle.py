@@ -41,6 +41,7 @@ from ganstream.core.manifest import (
     MANIFEST,
     STREAMING_MODES,
     BundleError,
+    Condition,
     ControlItem,
     Controls,
     FileEntry,
@@ -55,7 +56,7 @@ from ganstream.core.manifest import (
     lowest_version,
 )
 from ganstream.training.checkpoint import load_checkpoint, load_generator, load_vocoder, resolve_checkpoint
-from ganstream.training.models import OutputKind, family, sample_latents
+from ganstream.training.models import OutputKind, condition_size, family, sample_latents
 
 from .controls import DEFAULT_K, compute_controls, controls_matrix, generate_audio
 from .onnx import (
@@ -410,10 +411,12 @@ def waveform_manifest(
     entry = export_waveform_generator(generator, cfg.model, tmp / GENERATOR_FILE, label=str(out / GENERATOR_FILE), **options)
     graph = _graph(entry, out, "generator")
     _say_graph(say, "generator", graph, time.perf_counter() - t0)
-    root = estimate_root_note(generator.eval(), cfg.model, cfg.data.sample_rate, options["seed"], say, root_note)
+    condition = condition_entry(cfg.model, say, root_note)
+    # A conditioned bundle plays each note at its pitch by asking for it: nothing to transpose from.
+    root = None if condition else estimate_root_note(generator.eval(), cfg.model, cfg.data.sample_rate, options["seed"], say, root_note)
     streaming = streaming_settings(cfg.model.segment, cfg.model.latent_dist, cfg.data.sample_rate, mode, root)
     return Manifest(
-        format_version=lowest_version("waveform", streaming.mode),
+        format_version=lowest_version("waveform", streaming.mode, conditioned=condition is not None),
         name=name or cfg.run.name,
         model=Model("waveform", cfg.model.kind, cfg.data.sample_rate, cfg.model.segment, Latent(cfg.model.latent_dim, cfg.model.latent_dist)),
         graphs={"generator": graph},
@@ -422,7 +425,26 @@ def waveform_manifest(
         streaming=streaming,
         files={},
         provenance=_provenance(cfg, state, provenance),
+        condition=condition,
     )
+
+
+def condition_entry(model_cfg: Any, say: Callable[[str], None], root_note: float | None = None) -> Condition | None:
+    """The manifest's `condition` for a conditioned model (its training labels, `model.labels`), else None.
+    A root note is refused for one: it plays each note's own pitch."""
+    if not condition_size(model_cfg):
+        return None
+    if root_note is not None:
+        raise ExportError(f"--root-note {root_note:g}: the run is pitch-conditioned ({model_cfg.condition}); its bundle "
+                          "asks the generator for each note's pitch and has no root to transpose from")
+    labels = model_cfg.labels or {}
+    span, counts = labels.get("pitch_range"), labels.get("pitch_counts") or {}
+    if not span or not counts:
+        raise ExportError(f"model.condition {model_cfg.condition}: the run's config holds no pitch labels (model.labels); "
+                          "was it trained before conditioning recorded them?")
+    entry = Condition(model_cfg.condition, (int(span[0]), int(span[1])), {str(k): int(v) for k, v in counts.items()}, labels.get("summary", ""))
+    say(f"condition: {entry.kind}, pitches {note_name(span[0])}..{note_name(span[1])} ({entry.labels})")
+    return entry
 
 
 # ---- spectral and reconstruction bundles ---------------------------------------------------------
@@ -568,10 +590,11 @@ def spectral_bundle_manifest(
         segment = graphs["reconstruction"].outputs[0].shape[1]
         audio = SpectralAudio(generator, reconstruction).eval()
     clips = lambda z: audio(z).unsqueeze(1)  # noqa: E731  (B, D) -> (B, 1, T), as the controls take it
-    root = estimate_root_note(clips, model_cfg, sample_rate, seed, say, root_note)
+    condition = condition_entry(model_cfg, say, root_note)
+    root = None if condition else estimate_root_note(clips, model_cfg, sample_rate, seed, say, root_note)
     streaming = streaming_settings(segment, model_cfg.latent_dist, sample_rate, mode, root)
     return Manifest(
-        format_version=lowest_version("spectral", streaming.mode, phase.method if phase is not None else None),
+        format_version=lowest_version("spectral", streaming.mode, phase.method if phase is not None else None, condition is not None),
         name=name,
         model=Model("spectral", model_cfg.kind, sample_rate, segment, Latent(model_cfg.latent_dim, model_cfg.latent_dist)),
         graphs=graphs,
@@ -580,6 +603,7 @@ def spectral_bundle_manifest(
         streaming=streaming,
         files={},
         provenance=provenance,
+        condition=condition,
     )
 
 

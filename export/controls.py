@@ -180,17 +180,20 @@ def top_components(acts: Tensor, k: int, generator: torch.Generator, oversample:
 
 
 def principal_controls(
-    early: Callable[[Tensor], Tensor], latents: Tensor, k: int, seed: int = 0, orient: np.ndarray | None = None
+    early: Callable[[Tensor], Tensor], latents: Tensor, k: int, seed: int = 0, orient: np.ndarray | None = None,
+    latent_dim: int | None = None,
 ) -> list[Control]:
-    """GANSpace directions pc1..pck from early-layer activations of `latents` (N, D).
+    """GANSpace directions pc1..pck from early-layer activations of `latents` (N, D [+ C]).
 
-    `orient`, a latent direction (D,), picks each component's sign (positive dot product).
+    `orient`, a latent direction (D,), picks each component's sign (positive dot product). `latent_dim`:
+    the directions span the first D columns only (a conditioned generator's latents end with its condition,
+    which the performer sets by note, not by control).
     """
     with torch.inference_mode():
         acts = torch.cat([early(chunk).flatten(1) for chunk in latents.split(1024)]).float()
     k = min(k, acts.shape[1], latents.shape[1])
     coords, variances, total = top_components(acts, k, torch.Generator().manual_seed(seed))
-    z = latents.double().numpy()
+    z = latents[:, :latent_dim].double().numpy()
     slopes = regress(z, coords.double().numpy())  # (D, k)
     out = []
     for i in range(k):
@@ -230,11 +233,12 @@ def compute_controls(
     """
     generator = generator.eval()
     rng = torch.Generator().manual_seed(seed)
+    d = model_cfg.latent_dim  # a conditioned generator's latents end with condition columns: no control moves those
     z_audio = sample_latents(model_cfg, audio_latents, rng)
-    macros = descriptor_controls(generate_audio(audio or generator, z_audio), z_audio.double().numpy(), sample_rate)
+    macros = descriptor_controls(generate_audio(audio or generator, z_audio), z_audio[:, :d].double().numpy(), sample_rate)
     loudness = next((c.direction for c in macros if c.name == "loudness"), None)
     z_pca = sample_latents(model_cfg, pca_latents, rng)
-    principal = principal_controls(generator.early_features, z_pca, k, seed, orient=loudness) if k > 0 else []
+    principal = principal_controls(generator.early_features, z_pca, k, seed, orient=loudness, latent_dim=d) if k > 0 else []
     return principal + macros
 
 

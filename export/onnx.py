@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from ganstream.core import manifest
 from ganstream.core.manifest import BATCH  # the dynamic batch axis, in the manifest and in the ONNX graph
-from ganstream.training.models import sample_latents
+from ganstream.training.models import condition_size, sample_latents
 
 DEFAULT_OPSET = 17
 OPSETS = range(11, 21)  # what the TorchScript exporter writes for these graphs (tested: 11, 13, 17, 20)
@@ -233,19 +233,40 @@ def export_waveform_generator(
 def export_latent_graph(
     module: nn.Module, model_cfg: Any, output: TensorSpec, path: Path, opset: int = DEFAULT_OPSET, fp16: bool = False, seed: int = 0, label: str | None = None
 ) -> dict[str, Any]:
-    """Exports a graph of one latent input "z" (B, latent_dim), checked on PARITY_ITEMS seeded latents."""
+    """Exports a graph of one latent input "z" (B, latent_dim), checked on PARITY_ITEMS seeded latents.
+
+    A conditioned model's graph takes a second input, "condition" (B, C): MIDI pitch, then velocity in
+    [0, 1] for pitch+velocity (training/models/condition.py), checked on conditions drawn as its
+    training labels hold them."""
     latents = sample_latents(model_cfg, PARITY_ITEMS, torch.Generator().manual_seed(seed))
+    d, c = model_cfg.latent_dim, condition_size(model_cfg)
+    specs = [TensorSpec("z", (BATCH, d))]
+    if c:
+        module = ConditionInput(module, d)
+        specs.append(TensorSpec(manifest.CONDITION_INPUT, (BATCH, c)))
+    split = (latents[:, :d], latents[:, d:]) if c else (latents,)
     return export_graph(
         module,
-        (latents[:2],),
-        [TensorSpec("z", (BATCH, model_cfg.latent_dim))],
+        tuple(t[:2] for t in split),
+        specs,
         [output],
         path,
         opset=opset,
         fp16=fp16,
-        parity_inputs=(latents,),
+        parity_inputs=split,
         label=label,
     )
+
+
+class ConditionInput(nn.Module):
+    """A conditioned generator graph with the bundle's two inputs: z (B, D) and condition (B, C)."""
+
+    def __init__(self, module: nn.Module, latent_dim: int):
+        super().__init__()
+        self.module, self.latent_dim = module, latent_dim
+
+    def forward(self, z: Tensor, condition: Tensor) -> Tensor:
+        return self.module(torch.cat([z, condition], dim=1))
 
 
 # ---- spectral generators and the reconstruction network -----------------------------------------

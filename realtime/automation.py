@@ -22,7 +22,7 @@ from .stream import Trigger
 
 _KEYFRAME_KEYS = ("time", "latent", "seed", "preset", "macros", "curve")
 _PRESET_KEYS = ("latent", "seed", "macros")
-_NOTE_KEYS = ("time", "note", "velocity", "off")
+_NOTE_KEYS = ("time", "note", "velocity", "off", "pitch")
 _TOP_KEYS = ("presets", "keyframes", "curve", "notes")
 
 
@@ -125,7 +125,8 @@ def _from_json(path: Path, text: str, space: LatentSpace, sr: int, extra: Mappin
 
 
 def _notes(path: Path, raw, sr: int) -> list[Trigger]:
-    """The "notes" list: note-ons {"time", "note"?, "velocity"?} and note-offs {"time", "note", "off": true}."""
+    """The "notes" list: note-ons {"time", "note"?, "velocity"?}, note-offs {"time", "note", "off": true}, and
+    a conditioned bundle's pitch changes without a sound {"time", "pitch"} (MIDI, fractions allowed)."""
     if not isinstance(raw, list):
         raise AutomationError(f'{path}: "notes" must be a list of {{"time", "note", "velocity"}} objects')
     out: list[Trigger] = []
@@ -141,6 +142,14 @@ def _notes(path: Path, raw, sr: int) -> list[Trigger]:
             sample = _sample(n["time"], sr)
             if out and sample < out[-1].sample:
                 raise _Problem(f"time {n['time']} s is before the previous note's {out[-1].sample / sr:g} s (times must not go back)")
+            if "pitch" in n:
+                pitch = n["pitch"]
+                if set(n) != {"time", "pitch"}:
+                    raise _Problem('a pitch change holds "time" and "pitch" only')
+                if isinstance(pitch, bool) or not isinstance(pitch, (int, float)) or not 0 <= pitch <= 127:
+                    raise _Problem(f"pitch must be a MIDI note number in [0, 127] (fractions allowed), got {pitch!r}")
+                out.append(Trigger(sample, 0.0, None, pitch=float(pitch)))
+                continue
             off = n.get("off", False)
             if not isinstance(off, bool):
                 raise _Problem(f"off must be true or false, got {off!r}")

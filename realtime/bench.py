@@ -22,6 +22,7 @@ import numpy as np
 
 from .engine import Engine
 from .inference import Generator
+from .stream import probe_rows
 
 
 def _control_target(engine: Engine):
@@ -76,7 +77,7 @@ def measure_rtf(engine: Engine, seconds: float, rate: float, notes_per_s: float 
 def measure_generator(generator: Generator, repeats: int = 20) -> dict:
     """{"segment_s", "seconds", "rtf", "reconstruction"}: one segment from one latent, the median of `repeats`
     calls after a first one; rtf: seconds of segment per second of generation (on the calling thread)."""
-    z = np.zeros((1, generator.latent_size), dtype=np.float32)
+    z = probe_rows(generator, 1)
     out = np.empty((1, generator.segment), dtype=np.float32)
     generator.generate_into(z, out)
     times = []

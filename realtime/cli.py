@@ -39,7 +39,7 @@ import soundfile as sf
 from .automation import AutomationError, load_automation, load_presets
 from .bundle import DEFAULT_NAME, BundleError, load_bundle, shipped_bundles
 from .latents import ControlPath, LatentSpace
-from ganstream.core.pitch import parse_note
+from ganstream.core.pitch import note_name, parse_note
 from ganstream.core.resample import QUALITIES, ResampledStream
 from .stream import MODES, SegmentStream, StreamSettings
 
@@ -108,18 +108,37 @@ def _note_options(p: argparse.ArgumentParser) -> None:
         "--velocity-curve", type=parse_velocity_curve, default=1.0, metavar="linear|exp:G",
         help="trigger mode: a voice's gain is velocity (linear, the default) or velocity ** G (exp:G; exp:2 is the usual curve)",
     )
+    kit = p.add_mutually_exclusive_group()
+    kit.add_argument("--kit", metavar="FILE", help="trigger mode: a kit file mapping notes to pads (docs/live.md; default: the bundle's kit, if it ships one)")
+    kit.add_argument("--no-kit", action="store_true", help="trigger mode: ignore the bundle's kit; every note plays the current latent")
+    p.add_argument(
+        "--out-of-range", choices=("fold", "refuse"), default="fold",
+        help="a pitch-conditioned bundle: a note outside its trained range is folded in by octaves (default) or refused "
+        "(OSC answers on /ganstream/error)",
+    )
 
 
-def note_settings(args: argparse.Namespace, bundle, mode: str, command: str) -> dict:
-    """The StreamSettings fields of the note options: polyphony, note_off, root_note, velocity_exponent.
+def note_settings(args: argparse.Namespace, bundle, mode: str, command: str, space: LatentSpace | None = None) -> dict:
+    """The StreamSettings fields of the note options: polyphony, note_off, root_note, velocity_exponent,
+    and pitch_range (a conditioned bundle) and kit (trigger mode).
 
     The root is --root-note, else the bundle's (`streaming.root_note`, estimated at export). A bundle
     without one plays notes as generated, as before notes transposed (a kit's pads would otherwise
-    sound two octaves down from a guessed root), and trigger mode says so; --no-transpose: None."""
+    sound two octaves down from a guessed root), and trigger mode says so; --no-transpose: None.
+    A pitch-conditioned bundle asks its generator for each note instead: it never transposes.
+    The kit is --kit, else the bundle's (`streaming.kit`) unless --no-kit, in trigger mode only."""
     if args.polyphony < 1:
         raise CommandError(f"--polyphony must be >= 1, got {args.polyphony}")
+    kit = _kit(args, bundle, mode, command, space)
+    condition = bundle.spec.condition
+    if condition is not None:
+        if args.root_note is not None:
+            raise CommandError(f"--root-note: {bundle.name} is pitch-conditioned ({condition.kind}, notes "
+                               f"{condition.pitch_range[0]}..{condition.pitch_range[1]}): it plays each note's pitch without transposing")
+        return {"polyphony": args.polyphony, "note_off": args.note_off, "root_note": None,
+                "velocity_exponent": args.velocity_curve, "pitch_range": condition.pitch_range, "kit": kit}
     root = args.root_note
-    if args.no_transpose:
+    if args.no_transpose or kit is not None:
         root = None
     elif root is None:
         root = bundle.streaming.root_note
@@ -129,7 +148,51 @@ def note_settings(args: argparse.Namespace, bundle, mode: str, command: str) -> 
                 "their voices as generated; --root-note N transposes them from N",
                 file=sys.stderr,
             )
-    return {"polyphony": args.polyphony, "note_off": args.note_off, "root_note": root, "velocity_exponent": args.velocity_curve}
+    return {"polyphony": args.polyphony, "note_off": args.note_off, "root_note": root, "velocity_exponent": args.velocity_curve, "kit": kit}
+
+
+def _check_notes(notes, bundle, args: argparse.Namespace, source: str) -> None:
+    """render: --out-of-range refuse refuses an automation file's note outside a conditioned bundle's trained
+    range, as play refuses it live; pitch entries on a bundle without a condition are pointed out."""
+    condition = bundle.spec.condition
+    if condition is None:
+        if any(n.pitch is not None for n in notes):
+            print(f"ganstream render: warning: {source}: {bundle.name} is not pitch-conditioned; its pitch entries do nothing",
+                  file=sys.stderr)
+        return
+    if args.out_of_range != "refuse":
+        return
+    lo, hi = condition.pitch_range
+    for n in notes:
+        value = n.pitch if n.pitch is not None else n.note
+        if value is not None and not n.off and not lo <= value <= hi:
+            raise CommandError(f"{source}: note at {n.sample / bundle.sample_rate:g} s: {value:g} ({note_name(value)}) is outside "
+                               f"the notes {bundle.name} was trained on, {lo} ({note_name(lo)}) to {hi} ({note_name(hi)}) "
+                               "(--out-of-range refuse; fold plays it folded in by octaves)")
+
+
+def _kit(args: argparse.Namespace, bundle, mode: str, command: str, space: LatentSpace | None):
+    """The kit trigger mode plays: --kit FILE, else the bundle's own (`streaming.kit`); None without one or with --no-kit."""
+    from .kit import KitError, load_kit
+
+    path = getattr(args, "kit", None)
+    if path is None and not getattr(args, "no_kit", False) and bundle.streaming.kit is not None:
+        path = bundle.path / bundle.streaming.kit
+    if path is None:
+        return None
+    if mode != "trigger":
+        if getattr(args, "kit", None) is not None:
+            print(f"ganstream {command}: warning: --kit plays in trigger mode only (--mode trigger); {mode} mode ignores it", file=sys.stderr)
+        return None
+    if args.root_note is not None:
+        raise CommandError(f"--root-note: the kit {path} plays each pad as generated; give --no-kit to transpose notes instead")
+    space = space if space is not None else LatentSpace.from_bundle(bundle)
+    try:
+        # Pads may name presets: those of --presets, whose latents and macros the kit plays.
+        presets = load_presets(args.presets, space) if getattr(args, "presets", None) and Path(args.presets).is_file() else None
+        return load_kit(path, space, presets=presets)
+    except (KitError, AutomationError) as e:
+        raise CommandError(str(e)) from None
 
 
 def _render_parser() -> argparse.ArgumentParser:
@@ -229,7 +292,8 @@ def _render(args: argparse.Namespace) -> int:
     path = _latent_path(args, bundle, space, automation.keyframes if automation else None)
     mode = args.mode or bundle.streaming.mode
     notes = automation.notes if automation else []
-    if notes and mode != "trigger":
+    _check_notes(notes, bundle, args, str(args.automation))
+    if notes and mode != "trigger" and bundle.spec.condition is None:
         print(f"ganstream render: warning: the notes of {args.automation} play in trigger mode only (--mode trigger); "
               f"{mode} mode ignores them", file=sys.stderr)
     try:
@@ -240,7 +304,7 @@ def _render(args: argparse.Namespace) -> int:
             texture_overlap=args.texture_overlap,
             latent_smoothing_s=args.smoothing,
             batch=args.batch,
-            **note_settings(args, bundle, mode, "render"),  # root_note None (--no-transpose) is the default
+            **note_settings(args, bundle, mode, "render", space),  # root_note None (--no-transpose) is the default
         )
         from .inference import Generator, ProviderError  # onnxruntime session set-up, only when rendering
 
@@ -444,7 +508,7 @@ def _engine_from_args(
     try:
         stream_settings = StreamSettings.from_bundle(
             bundle, mode=mode, crossfade=args.crossfade, texture_overlap=args.texture_overlap,
-            latent_smoothing_s=args.smoothing, **note_settings(args, bundle, mode or bundle.streaming.mode, command),
+            latent_smoothing_s=args.smoothing, **note_settings(args, bundle, mode or bundle.streaming.mode, command, space),
         )
         settings = engine_settings(args)
         try:
@@ -456,7 +520,7 @@ def _engine_from_args(
         try:
             engine = Engine(
                 generator, space, stream_settings, settings, seed=args.seed, walk_rate=rate, walk_depth=depth,
-                gain=gain, presets_path=presets, record=record,
+                gain=gain, presets_path=presets, record=record, out_of_range=args.out_of_range,
             )
         except ControlError as e:
             raise CommandError(str(e)) from None

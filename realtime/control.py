@@ -52,7 +52,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ganstream.core.pitch import note_name
+
 from . import events as ev
+from .kit import Kit, Pad, default_pad_name
 from .latents import LatentSpace
 
 LATENT_LIMIT = 8.0
@@ -120,6 +123,11 @@ class Controls:
         self._presets: dict[str, dict] = self._read_presets() if self.presets_path else {}
         self._status_source: Callable[[], dict] | None = None
         self.rejected = 0  # setter calls refused with ControlError
+        # A conditioned bundle's trained notes, and whether notes outside them are refused (else the
+        # stream folds them in by octaves); the engine sets these from the bundle and --out-of-range.
+        self.pitch_range: tuple[int, int] | None = None
+        self.refuse_out_of_range = False
+        self.kit: Kit | None = None  # trigger mode's pads, which set_pad changes
 
     @classmethod
     def from_bundle(cls, bundle, **kwargs) -> "Controls":
@@ -212,14 +220,55 @@ class Controls:
             self._push(ev.PresetRecall(name, None if latent is None else self._latent.copy(), macros, secs))
 
     def trigger(self, velocity: float = 1.0, note: int | None = None) -> None:
-        """Start a one-shot voice (trigger mode; other modes ignore it). velocity 0..1 scales its gain."""
+        """Start a one-shot voice (trigger mode; other modes ignore it, but for a conditioned bundle's pitch).
+        velocity 0..1 scales its gain."""
         v = self._check_range("velocity", velocity, 0.0, 1.0)
-        n = None if note is None else self._check_note(note)
+        n = None if note is None else self._check_trained(self._check_note(note), "note")
         self._push(ev.NoteOn(v, n))
 
     def note_off(self, note: int) -> None:
         """Release the voices `note` started (trigger mode with note-off enabled; otherwise one-shots ignore it)."""
         self._push(ev.NoteOff(self._check_note(note)))
+
+    def note(self, note: int, velocity: float = 1.0) -> None:
+        """A note as a keyboard plays it: velocity 0 is its note-off (MIDI's running-status convention)."""
+        if velocity == 0:
+            self.note_off(note)
+        else:
+            self.trigger(velocity, note)
+
+    def set_pitch(self, pitch: float) -> None:
+        """A conditioned bundle's pitch (MIDI, fractions allowed) without a note: the drone's, or note-less triggers'."""
+        if self.pitch_range is None:
+            self._fail("pitch: this bundle is not pitch-conditioned (notes transpose it, in trigger mode)")
+        p = self._check_trained(self._check_range("pitch", pitch, 0.0, 127.0), "pitch")
+        self._push(ev.PitchChange(p))
+
+    def set_pad(self, note: int, seed: int | None = None) -> None:
+        """Trigger mode with a kit: `note` plays the latent `seed` names, or (None) the current base latent, from now on.
+        A pad that exists keeps its name, gain and choke group."""
+        n = self._check_note(note)
+        if self.kit is None:
+            self._fail("pad: this session has no kit (play a kit with --kit FILE, or a bundle that ships one, in trigger mode)")
+        with self._lock:
+            if seed is not None:
+                latent = self.space.seed_latent(self._check_seed(seed))
+            else:  # what the knobs set: the base latent and the macros' offsets (the walk wanders around it)
+                latent = self._latent + self.space.macro_offset(self._macros)
+            old = self.kit.pad(n)
+            pad = Pad(n, old.name if old is not None else default_pad_name(n), latent.astype(np.float32),
+                      old.gain if old is not None else 1.0, old.choke if old is not None else None)
+            self.kit = Kit(self.kit.name, {**self.kit.pads, n: pad}, self.kit.path)  # MIDI learn sees the new pad
+            self._push(ev.PadChange(n, pad.name, latent, pad.gain, pad.choke))
+
+    def _check_trained(self, note: float, what: str) -> float:
+        """`note` unless --out-of-range refuse and it lies outside the conditioned bundle's trained notes."""
+        if self.refuse_out_of_range and self.pitch_range is not None:
+            lo, hi = self.pitch_range
+            if not lo <= note <= hi:
+                self._fail(f"{what} {note:g} ({note_name(note)}): outside the notes this bundle was trained on, "
+                           f"{lo} ({note_name(lo)}) to {hi} ({note_name(hi)}); --out-of-range fold folds it in by octaves")
+        return note
 
     # -- reading back ---------------------------------------------------------
 

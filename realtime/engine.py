@@ -49,6 +49,8 @@ from .events import (
     MacroChange,
     NoteOff,
     NoteOn,
+    PadChange,
+    PitchChange,
     PresetRecall,
     SeedChange,
     Stamped,
@@ -56,10 +58,11 @@ from .events import (
     stamped_from_json,
     stamped_to_json,
 )
+from .kit import Pad, parse_kit
 from .latents import ControlPath, LatentSpace
 from ganstream.core.resample import ResampledStream
 from .ring import Ring
-from .stream import SegmentStream, StreamSettings
+from .stream import SegmentStream, StreamSettings, probe_rows
 
 LOG_BLOCKS = 1 << 13  # output blocks remembered for latency measurement
 
@@ -389,11 +392,45 @@ class Chain:
     def _note_off(self, event: NoteOff, t: int) -> None:
         self.stream.note_off(t, int(event.note))
 
+    @apply.register
+    def _pitch(self, event: PitchChange, t: int) -> None:
+        self.stream.set_pitch(t, float(event.pitch))
+
+    @apply.register
+    def _pad(self, event: PadChange, t: int) -> None:
+        latent = np.asarray(event.latent, dtype=np.float32)
+        self.stream.set_pad(t, Pad(int(event.note), event.name, latent, float(event.gain), event.choke))
+
+
+OUT_OF_RANGE = ("fold", "refuse")  # what a conditioned bundle does with a note outside its trained range
+
+
+def stream_json(s: StreamSettings) -> dict:
+    """Stream settings as a timeline holds them: JSON values, a kit's pads with their latents spelt out."""
+    d = {f.name: getattr(s, f.name) for f in fields(s)}
+    if s.pitch_range is not None:
+        d["pitch_range"] = list(s.pitch_range)
+    if s.kit is not None:
+        d["kit"] = {"name": s.kit.name, "pads": {
+            int(n): {"name": p.name, "latent": [float(v) for v in p.latent], "gain": p.gain, **({"choke": p.choke} if p.choke else {})}
+            for n, p in s.kit.pads.items()}}
+    return d
+
+
+def stream_from_json(d: Mapping, space: LatentSpace) -> StreamSettings:
+    """`stream_json` read back (a timeline from before kits and conditions has neither)."""
+    d = dict(d)
+    if d.get("pitch_range") is not None:
+        d["pitch_range"] = tuple(d["pitch_range"])
+    if d.get("kit") is not None:
+        d["kit"] = parse_kit(d["kit"], space, where="timeline stream.kit")
+    return StreamSettings(**d)
+
 
 def render_timeline(generator, space: LatentSpace, timeline: Timeline, samples: int) -> np.ndarray:
     """(samples,) float32 at the output rate: what the live engine played for this timeline."""
     chain = Chain(
-        generator, space, StreamSettings(**timeline.stream), EngineSettings(**timeline.engine), seed=timeline.seed,
+        generator, space, stream_from_json(timeline.stream, space), EngineSettings(**timeline.engine), seed=timeline.seed,
         latent=np.asarray(timeline.latent), walk_rate=timeline.walk_rate, walk_depth=timeline.walk_depth,
         gain=timeline.gain,
     )
@@ -440,6 +477,8 @@ def _note_entry(event: ControlEvent, sample: int, model_rate: int) -> dict | Non
         return {"time": sample / model_rate, **({} if event.note is None else {"note": event.note}), "velocity": event.velocity}
     if isinstance(event, NoteOff):
         return {"time": sample / model_rate, "note": event.note, "off": True}
+    if isinstance(event, PitchChange):
+        return {"time": sample / model_rate, "pitch": event.pitch}
     return None
 
 
@@ -561,7 +600,10 @@ class Engine:
         latent: np.ndarray | None = None,
         presets_path=None,
         record: bool = True,
+        out_of_range: str = "fold",
     ):
+        if out_of_range not in OUT_OF_RANGE:
+            raise ValueError(f"out_of_range: one of {', '.join(OUT_OF_RANGE)}, not {out_of_range!r}")
         self.generator = generator
         self.space = space
         self.settings = s = settings or EngineSettings()
@@ -580,6 +622,11 @@ class Engine:
         self.chunk = max(16, round(s.chunk_s * s.sample_rate))
         self._record = record
         self._trigger_mode = self.stream_settings.mode == "trigger"
+        # A conditioned bundle hears notes in every mode: the held note sets the drone's pitch.
+        self._notes_play = self._trigger_mode or getattr(generator, "condition_size", 0) > 0
+        self.controls.pitch_range = self.stream_settings.pitch_range if getattr(generator, "condition_size", 0) else None
+        self.controls.refuse_out_of_range = out_of_range == "refuse"
+        self.controls.kit = self.stream_settings.kit
         self._events: list[tuple[int, ControlEvent]] = []
         self.output: Any = None
         self.priority = "normal"
@@ -712,8 +759,9 @@ class Engine:
             cmd = self.controls.pop()
 
     def _plays(self, event: ControlEvent) -> bool:
-        """Notes only play in trigger mode; other modes drop them (unrecorded, so a render matches)."""
-        return self._trigger_mode or not isinstance(event, (NoteOn, NoteOff))
+        """Notes only play in trigger mode or for a conditioned bundle; otherwise they are dropped (unrecorded,
+        so a render matches)."""
+        return self._notes_play or not isinstance(event, (NoteOn, NoteOff))
 
     def _adapt(self) -> None:
         s = self.settings
@@ -793,7 +841,7 @@ class Engine:
             model_rate=self.model_rate, output_rate=self.settings.sample_rate, seed=self._chain_args["seed"],
             latent=[float(v) for v in self._chain_args["latent"]], walk_rate=self._chain_args["walk_rate"],
             walk_depth=self._chain_args["walk_depth"], gain=self._chain_args["gain"],
-            stream=asdict(self.stream_settings), engine=asdict(self.settings), events=events,
+            stream=stream_json(self.stream_settings), engine=asdict(self.settings), events=events,
         )
 
     def latency_stats(self) -> dict[str, float] | None:
@@ -823,7 +871,7 @@ class Engine:
         rows = 2 if self.stream_settings.mode == "crossfade" else (
             self.stream_settings.texture_overlap if self.stream_settings.mode == "texture" else 1
         )
-        z = np.zeros((rows, self.space.size), dtype=np.float32)
+        z = probe_rows(self.generator, rows)
         best = math.inf
         for _ in range(3):
             t0 = time.perf_counter()

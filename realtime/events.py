@@ -17,6 +17,9 @@ existed still load:
     {"sample": 8000, "kind": "gain", "gain": 0.7}                             GainChange
     {"sample": 8000, "kind": "trigger", "velocity": 1.0, "note": 60 | null}   NoteOn
     {"sample": 8000, "kind": "note_off", "note": 60}                          NoteOff
+    {"sample": 8000, "kind": "pitch", "pitch": 61.5}                          PitchChange
+    {"sample": 8000, "kind": "pad", "note": 36, "name": "kick", "latent": [...],
+     "gain": 1.0, "choke": "hats" | null}                                     PadChange
 
 "sample" and "samples" count model-rate samples. Latents are (D,) float64
 arrays; events holding one compare with `np.array_equal`.
@@ -153,7 +156,8 @@ class GainChange(ControlEvent):
 @dataclass(frozen=True, eq=False)
 class NoteOn(ControlEvent):
     """Trigger mode: a one-shot voice for `velocity` (0..1, through the stream's velocity curve), started by
-    `note` (None: no note), which transposes it from the stream's root note."""
+    `note` (None: no note), which transposes it from the stream's root note, asks a conditioned generator
+    for its pitch, or picks a kit's pad. A conditioned bundle in the other modes: the held note sets the pitch."""
 
     velocity: float
     note: int | None = None
@@ -168,9 +172,37 @@ class NoteOff(ControlEvent):
     kind: ClassVar[str] = "note_off"
 
 
+@dataclass(frozen=True, eq=False)
+class PitchChange(ControlEvent):
+    """A conditioned bundle's current pitch (MIDI, fractions allowed), without a note."""
+
+    pitch: float
+    kind: ClassVar[str] = "pitch"
+
+
+@dataclass(frozen=True, eq=False)
+class PadChange(ControlEvent):
+    """Trigger mode with a kit: `note` plays this sound from here on (its latent (D,) float64, gain and choke group)."""
+
+    note: int
+    name: str
+    latent: np.ndarray
+    gain: float = 1.0
+    choke: str | None = None
+    kind: ClassVar[str] = "pad"
+
+    def to_json(self, model_rate: int) -> dict[str, Any]:
+        return {"note": self.note, "name": self.name, "latent": self.latent.tolist(), "gain": self.gain, "choke": self.choke}
+
+    @classmethod
+    def from_json(cls, d: Mapping, model_rate: int) -> ControlEvent:
+        return cls(int(d["note"]), str(d["name"]), _latent(d["latent"]), float(d["gain"]), d.get("choke"))
+
+
 # JSON "kind" -> the class that reads it (SeedChange is read by LatentChange: it shares the kind).
 KINDS: dict[str, type[ControlEvent]] = {
-    cls.kind: cls for cls in (LatentChange, MacroChange, PresetRecall, WalkChange, GainChange, NoteOn, NoteOff)
+    cls.kind: cls
+    for cls in (LatentChange, MacroChange, PresetRecall, WalkChange, GainChange, NoteOn, NoteOff, PitchChange, PadChange)
 }
 
 

@@ -37,6 +37,7 @@ import onnxruntime as ort
 from ganstream.core.phase import PhaseReconstructor
 
 from .bundle import Bundle, BundleError, Reconstruction, ort_reason
+from .stream import probe_rows
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +280,10 @@ class Generator:
     (on CUDA, onnxruntime does the two copies in its default stream before run returns).
     A spectral bundle without a network runs its generator graph, then `PhaseReconstructor`
     (numpy, one row at a time, calls taking turns on a lock) writes the audio into that buffer.
+
+    A conditioned bundle (manifest `condition`) takes (B, D + C): each latent with its condition
+    appended (MIDI pitch, then velocity in [0, 1] for pitch+velocity), which the generator graph
+    gets as its second input; `condition_size` is C (0 for other bundles).
     """
 
     def __init__(
@@ -314,6 +319,9 @@ class Generator:
         self.sample_rate = bundle.sample_rate
         self.segment = bundle.segment
         self.latent_size = bundle.latent_size
+        self.condition = bundle.spec.condition
+        self.condition_size = self.condition.columns if self.condition is not None else 0
+        self._condition_input = first.inputs[1].name if self.condition_size else None
         self._label = spec.label
         self._input = spec.inputs[0].name
         self._output = spec.outputs[0].name
@@ -335,7 +343,7 @@ class Generator:
         return f"Generator({self.bundle.name!r}, provider={self.provider!r}, segment={self.segment}, sample_rate={self.sample_rate})"
 
     def generate(self, z: np.ndarray) -> np.ndarray:
-        """(B, D) latents -> (B, segment) float32 audio."""
+        """(B, D) latents (a conditioned bundle's: (B, D + C), the condition appended) -> (B, segment) float32 audio."""
         z = self._latents(z)
         out = np.empty((z.shape[0], self.segment), dtype=np.float32)
         self._run(z, out)
@@ -354,26 +362,37 @@ class Generator:
 
     def _latents(self, z: np.ndarray) -> np.ndarray:
         z = np.asarray(z)
-        if z.ndim != 2 or z.shape[1] != self.latent_size or z.shape[0] < 1:
-            raise ValueError(f"z must have shape (B, {self.latent_size}) with B >= 1, got {z.shape}")
+        width = self.latent_size + self.condition_size
+        if z.ndim != 2 or z.shape[1] != width or z.shape[0] < 1:
+            what = f"{self.latent_size} latent + {self.condition_size} condition columns" if self.condition_size else "the latent size"
+            raise ValueError(f"z must have shape (B, {width}) ({what}) with B >= 1, got {z.shape}")
         return np.ascontiguousarray(z, dtype=self._input_dtype)
 
-    def _before_last(self, z: np.ndarray) -> np.ndarray:
-        """Runs the stages before the audio graph; returns the audio graph's input."""
-        x = z
-        for (session, name_in, name_out, _), following in zip(self._stages, self._stages[1:]):
-            (x,) = session.run([name_out], {name_in: x})
-            x = np.ascontiguousarray(x, dtype=following[3])
-        return x
+    def _first_feeds(self, z: np.ndarray) -> dict[str, np.ndarray]:
+        """The first graph's inputs from (B, D [+ C]): the latent, and a conditioned bundle's condition."""
+        name = self._stages[0][1]
+        if not self.condition_size:
+            return {name: z}
+        d = self.latent_size
+        return {name: np.ascontiguousarray(z[:, :d]), self._condition_input: np.ascontiguousarray(z[:, d:])}
+
+    def _before_last(self, z: np.ndarray) -> dict[str, np.ndarray]:
+        """Runs the stages before the audio graph; returns the audio graph's inputs by name."""
+        feeds = self._first_feeds(z)
+        for (session, _, name_out, _), following in zip(self._stages, self._stages[1:]):
+            (x,) = session.run([name_out], feeds)
+            feeds = {following[1]: np.ascontiguousarray(x, dtype=following[3])}
+        return feeds
 
     def _run(self, z: np.ndarray, out: np.ndarray) -> None:
         if self._phase is not None:
-            (spectrograms,) = self.session.run([self._output], {self._input: z})
+            (spectrograms,) = self.session.run([self._output], self._first_feeds(z))
             with self._phase_lock:
                 self._phase.reconstruct_into(spectrograms, out)
             return
         binding = self.session.io_binding()
-        binding.bind_cpu_input(self._input, self._before_last(z))
+        for name, x in self._before_last(z).items():
+            binding.bind_cpu_input(name, x)
         if self._output_dtype == np.float32:
             binding.bind_output(self._output, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
             self.session.run_with_iobinding(binding)
@@ -386,8 +405,8 @@ class Generator:
 
     def _warm_up(self, batch: int) -> None:
         """Run once with plain session.run, which lets the graph choose its output shape, and check it."""
-        z = np.zeros((batch, self.latent_size), dtype=self._input_dtype)
-        (audio,) = self.session.run([self._output], {self._input: self._before_last(z)})
+        z = probe_rows(self, batch).astype(self._input_dtype)  # a conditioned bundle's: a note it knows
+        (audio,) = self.session.run([self._output], self._before_last(z))
         if self._phase is not None:
             s = self.bundle.spectral
             if audio.shape != (batch, s.bins, s.frames):

@@ -22,6 +22,8 @@ control half-set.
 MIDI learn: `learn("macro/pc1")` arms; the next CC moved is bound to that
 target over its default range (a CC 0..31 whose very next message is its LSB,
 CC+32, becomes a 14-bit pair), replacing any binding of that CC or target.
+`learn("pad/36")` (a kit's pad) binds the next note played instead: from then on
+that note plays pad 36 (the map's `pads:`), and this first hit already does.
 `save_map()` writes the map, learned bindings included, as YAML.
 
 Threads: rtmidi queues incoming messages in its own ring buffer; a daemon
@@ -46,7 +48,17 @@ from typing import Any
 import mido
 import rtmidi
 
-from .midi_map import CCBinding, MidiMap, MidiMapError, default_binding, default_midi_map, save_midi_map, target_problem
+from .midi_map import (
+    PAD_TARGET,
+    CCBinding,
+    MidiMap,
+    MidiMapError,
+    NoteBinding,
+    default_binding,
+    default_midi_map,
+    save_midi_map,
+    target_problem,
+)
 from .ratelog import RateLimitedLog
 
 log = logging.getLogger("ganstream.midi")
@@ -289,12 +301,27 @@ class MidiInput:
         """
         kind = target.partition("/")[0] if isinstance(target, str) else ""
         presets = tuple(self.controls.presets) if kind == "preset" else None
-        problem = target_problem(target, int(self.controls.latent_size), tuple(self.controls.macro_names), presets)
+        if isinstance(target, str) and target.startswith(PAD_TARGET):
+            problem = self._pad_problem(target)
+        else:
+            problem = target_problem(target, int(self.controls.latent_size), tuple(self.controls.macro_names), presets)
         if problem:
             raise MidiMapError(f"MIDI learn: {problem}" if problem.startswith("unknown") else f"MIDI learn: target {target}: {problem}")
         with self._lock:
             self._learning = (target, on_learned)
         log.info("MIDI learn: move a control to bind it to %s", target)
+
+    def _pad_problem(self, target: str) -> str | None:
+        """Why a pad/<note> target cannot be learned (None if it can): a kit is needed, and the pad must be in it."""
+        arg = target[len(PAD_TARGET) :]
+        if not (arg.isascii() and arg.isdigit() and 0 <= int(arg) <= 127):
+            return f"unknown target {target!r} (pad/<note>, the note 0..127 of a kit pad)"
+        kit = getattr(self.controls, "kit", None)
+        if kit is None:
+            return "this session has no kit (a kit plays in trigger mode: --kit FILE, or a bundle that ships one)"
+        if kit.pad(int(arg)) is None:
+            return f"the kit has no pad on note {arg} (pads: {', '.join(map(str, sorted(kit.pads)))})"
+        return None
 
     def cancel_learn(self) -> None:
         with self._lock:
@@ -365,10 +392,13 @@ class MidiInput:
         if msg.type == "control_change":
             self._control_change(channel, msg.control, msg.value)
         elif msg.type == "note_on" and msg.velocity > 0:
-            self.controls.trigger(msg.velocity / 127.0, msg.note)
+            armed = self._learning
+            if armed is not None and armed[0].startswith(PAD_TARGET):
+                self._learn_note(msg.note)
+            self.controls.trigger(msg.velocity / 127.0, self._map.note_for(msg.note))
             self.applied += 1
         elif msg.type in ("note_off", "note_on"):  # note on with velocity 0 is a note off
-            self.controls.note_off(msg.note)
+            self.controls.note_off(self._map.note_for(msg.note))
             self.applied += 1
         elif msg.type == "program_change":
             self._program_change(msg.program)
@@ -387,7 +417,8 @@ class MidiInput:
     def _control_change(self, channel: int, cc: int, value: int) -> None:
         if self._pending is not None:
             self._learn_lsb(channel, cc)
-        if self._learning is not None:
+        armed = self._learning  # one read: the OSC thread may cancel it meanwhile
+        if armed is not None and not armed[0].startswith(PAD_TARGET):
             self._learn_cc(channel, cc)
         self._msb[(channel, cc)] = value  # the last value of every CC: an MSB when a pair's LSB follows
         b = self._map.binding_for(cc)
@@ -450,6 +481,21 @@ class MidiInput:
         else:
             self._learned(binding, callback)
 
+    def _learn_note(self, note: int) -> None:
+        with self._lock:
+            armed, self._learning = self._learning, None
+        if armed is None:
+            return
+        target, callback = armed
+        binding = NoteBinding(note, int(target[len(PAD_TARGET) :]))
+        self._map = self._map.with_note(binding)
+        log.info("MIDI learn: note %d -> %s", note, binding.target)
+        if callback is not None:
+            try:
+                callback(binding)
+            except Exception:
+                self.log("learn", "MIDI learn: the learned-callback failed", exc_info=True)
+
     def _learn_lsb(self, channel: int, cc: int) -> None:
         """The first CC after a learned MSB: its LSB makes the binding a 14-bit pair."""
         pending_channel, binding, _, callback = self._pending  # type: ignore[misc]
@@ -489,8 +535,8 @@ def learn_interactively(
     caller's thread (the CLI gives it one reading stdin).
     """
     learned = 0
-    write("MIDI learn: type a target (macro/<name>, latent/<i>, gain, walk/rate, walk/depth, seed, preset/<name>), "
-          "then move a control; an empty line ends.")
+    write("MIDI learn: type a target (macro/<name>, latent/<i>, gain, walk/rate, walk/depth, seed, preset/<name>, "
+          "or pad/<note> for a kit's pad, then hit the pad), then move a control; an empty line ends.")
     for line in lines:
         target = line.strip()
         if not target or target == "q":
@@ -508,8 +554,11 @@ def learn_interactively(
             write(f"no control moved for {target}")
             continue
         b = result[0]
-        pair = f" + LSB CC {b.lsb} (14-bit)" if b.lsb is not None else ""
-        write(f"CC {b.cc}{pair} -> {b.target}")
+        if isinstance(b, NoteBinding):
+            write(f"note {b.note} -> {b.target}")
+        else:
+            pair = f" + LSB CC {b.lsb} (14-bit)" if b.lsb is not None else ""
+            write(f"CC {b.cc}{pair} -> {b.target}")
         learned += 1
         if midi.map_path is not None:
             write(f"saved {midi.save_map()}")

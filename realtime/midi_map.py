@@ -81,12 +81,31 @@ class CCBinding:
         return self.low + (self.high - self.low) * x
 
 
+PAD_TARGET = "pad/"  # pad/<note>: MIDI learn binds the next note played to a kit pad (a NoteBinding)
+
+
+@dataclass(frozen=True)
+class NoteBinding:
+    """A controller's note played as another: `note` (what the controller sends) plays kit pad `pad`
+    (the map's `pads:` list; MIDI learn's target pad/<pad>)."""
+
+    note: int
+    pad: int
+    line: int = 0
+
+    @property
+    def target(self) -> str:
+        return f"{PAD_TARGET}{self.pad}"
+
+
 @dataclass(frozen=True)
 class MidiMap:
     channel: int | None  # 0..15, or None for all
     bindings: tuple[CCBinding, ...]
     source: str = "<map>"
+    notes: tuple[NoteBinding, ...] = ()
     _by_cc: dict[int, CCBinding] = field(init=False, repr=False, compare=False)
+    _by_note: dict[int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_cc: dict[int, CCBinding] = {}
@@ -96,9 +115,24 @@ class MidiMap:
                     raise MidiMapError(f"{self.source}: CC {cc} is mapped twice (lines {by_cc[cc].line} and {b.line})")
                 by_cc[cc] = b
         object.__setattr__(self, "_by_cc", by_cc)
+        by_note: dict[int, int] = {}
+        for n in self.notes:
+            if n.note in by_note:
+                raise MidiMapError(f"{self.source}: note {n.note} is mapped to two pads ({by_note[n.note]} and {n.pad})")
+            by_note[n.note] = n.pad
+        object.__setattr__(self, "_by_note", by_note)
 
     def binding_for(self, cc: int) -> CCBinding | None:
         return self._by_cc.get(cc)
+
+    def note_for(self, note: int) -> int:
+        """The note a controller's `note` plays: its pad's, or itself when the map does not move it."""
+        return self._by_note.get(note, note)
+
+    def with_note(self, binding: NoteBinding) -> "MidiMap":
+        """A new map with `binding` added; bindings of its note or to its pad are dropped."""
+        kept = tuple(n for n in self.notes if n.note != binding.note and n.pad != binding.pad)
+        return replace(self, notes=(*kept, binding))
 
     def accepts(self, channel: int) -> bool:
         """Whether a message on `channel` (0..15) is for this map."""
@@ -168,7 +202,9 @@ def format_midi_map(midi_map: MidiMap) -> str:
         entry["range"] = [b.low, b.high]
         entry["curve"] = b.curve
         controls.append(entry)
-    doc = {"channel": "all" if midi_map.channel is None else midi_map.channel + 1, "controls": controls}
+    doc: dict[str, Any] = {"channel": "all" if midi_map.channel is None else midi_map.channel + 1, "controls": controls}
+    if midi_map.notes:
+        doc["pads"] = [{"note": n.note, "pad": n.pad} for n in midi_map.notes]
     body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, allow_unicode=True)
     return "# ganstream MIDI map (see examples/midi-map.yaml and docs/daw.md)\n" + body
 
@@ -222,9 +258,9 @@ def parse_midi_map(text: str, source: str = "<map>") -> MidiMap:
     _no_duplicate_keys(root, source)
     top = {k.value: v for k, v in root.value}
     for key in top:
-        if key not in ("channel", "controls"):
+        if key not in ("channel", "controls", "pads"):
             node = next(k for k, _ in root.value if k.value == key)
-            raise MidiMapError(f"{source}, line {_line(node)}: unknown key {key!r} (known: channel, controls)")
+            raise MidiMapError(f"{source}, line {_line(node)}: unknown key {key!r} (known: channel, controls, pads)")
     channel: int | None = None
     if "channel" in top:
         raw = yaml.safe_load(yaml.serialize(top["channel"]))
@@ -275,7 +311,27 @@ def parse_midi_map(text: str, source: str = "<map>") -> MidiMap:
                 raise MidiMapError(f"{source}, line {line}: CC {cc} is already mapped on line {used[cc]}")
             used[cc] = line
         bindings.append(CCBinding(entry["cc"], target, low, high, curve, lsb, line))
-    return MidiMap(channel, tuple(bindings), source)
+    return MidiMap(channel, tuple(bindings), source, _pads(top.get("pads"), source))
+
+
+def _pads(node: Any, source: str) -> tuple[NoteBinding, ...]:
+    """The `pads:` list: {note: N, pad: P} entries, a controller's note N playing kit pad P."""
+    if node is None:
+        return ()
+    if not isinstance(node, yaml.SequenceNode):
+        raise MidiMapError(f"{source}, line {_line(node)}: 'pads' must be a list of {{note, pad}} entries")
+    out: list[NoteBinding] = []
+    for item in node.value:
+        line = _line(item)
+        entry = yaml.safe_load(yaml.serialize(item))
+        if not isinstance(entry, dict) or set(entry) != {"note", "pad"}:
+            raise MidiMapError(f"{source}, line {line}: each pad entry is a mapping of exactly note and pad, not {entry!r}")
+        for key in ("note", "pad"):
+            v = entry[key]
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 127:
+                raise MidiMapError(f"{source}, line {line}: {key} must be a MIDI note 0..127, not {v!r}")
+        out.append(NoteBinding(entry["note"], entry["pad"], line))
+    return tuple(out)
 
 
 def load_midi_map(path: str | Path) -> MidiMap:

@@ -335,6 +335,9 @@ class OscServer:
             f"{PREFIX}/preset/morph": self._preset_morph,
             f"{PREFIX}/trigger": self._trigger,
             f"{PREFIX}/release": self._release,
+            f"{PREFIX}/note": self._note,
+            f"{PREFIX}/pitch": self._pitch,
+            f"{PREFIX}/pad": self._pad,
             f"{PREFIX}/learn": self._learn,
             f"{PREFIX}/learn/cancel": self._learn_cancel,
             f"{PREFIX}/learn/save": self._learn_save,
@@ -566,6 +569,20 @@ class OscServer:
         _arity(address, args, (1,), "1 whole number (the note)")
         self.controls.note_off(_integer(address, args, 0, "the note"))
 
+    def _note(self, address: str, args: list, sender: tuple) -> None:
+        _arity(address, args, (1, 2), "a note, or a note and a velocity (0..1; 0 releases it)")
+        note = _integer(address, args, 0, "the note")
+        self.controls.note(note, _number(address, args, 1, "the velocity") if len(args) == 2 else 1.0)
+
+    def _pitch(self, address: str, args: list, sender: tuple) -> None:
+        _arity(address, args, (1,), "1 number (the pitch, a MIDI note; fractions allowed)")
+        self.controls.set_pitch(_number(address, args, 0, "the pitch"))
+
+    def _pad(self, address: str, args: list, sender: tuple) -> None:
+        _arity(address, args, (1, 2), "a note (the pad takes the current latent), or a note and a seed")
+        note = _integer(address, args, 0, "the note")
+        self.controls.set_pad(note, _integer(address, args, 1, "the seed") if len(args) == 2 else None)
+
     def _learner(self, address: str) -> Learner:
         if self.learner is None:
             raise Refused("unavailable", f"{address}: MIDI learn needs a MIDI input (--midi-in or --midi-virtual)")
@@ -577,6 +594,9 @@ class OscServer:
         learner = self._learner(address)
 
         def learned(binding: Any) -> None:  # on the MIDI thread
+            if hasattr(binding, "note"):  # a pad learned: the note the controller sends, no LSB
+                self.reply(sender, LEARNED_ADDRESS, [binding.target, binding.note, -1])
+                return
             lsb = -1 if binding.lsb is None else binding.lsb
             self.reply(sender, LEARNED_ADDRESS, [binding.target, binding.cc, lsb])
 

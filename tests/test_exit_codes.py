@@ -21,6 +21,7 @@ MISSING_FILE = {
     "render": ["MISSING.gsb", "-o", "OUT/a.wav", "--seconds", "1"],
     "play": ["MISSING.gsb", "--no-osc", "--seconds", "1"],
     "bench": ["MISSING.gsb"],
+    "kit": ["MISSING", "--out", "OUT/kit.yaml"],
 }
 
 

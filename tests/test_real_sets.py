@@ -244,6 +244,21 @@ def test_piano_heldout_clips_sound_pitches_training_never_plays(seed):
     assert rs.draw_piano_clips(p, seed + 1) != clips
 
 
+def test_the_notes_set_trains_every_note_of_its_range():
+    """The notes set (pitch-conditioned models): single notes only, no pitch held out, so training hears every
+    note of C2..C7 and the held-out clips are fresh draws of the same notes."""
+    p = rs.SETS["notes"].params
+    assert rs.heldout_pitches(p, 0) == frozenset()
+    clips = rs.draw_piano_clips(p, 0)
+    train = [c.pitches[0] for c in clips if c.split == "train"]
+    heldout = [c.pitches[0] for c in clips if c.split == "heldout"]
+    assert (len(train), len(heldout)) == (1200, 200)
+    assert all(len(c.pitches) == 1 for c in clips)
+    assert set(train) == set(range(p.pitch[0], p.pitch[1] + 1))  # 61 notes, about 20 clips each
+    assert set(heldout) <= set(train)
+    assert min(np.bincount(train)[p.pitch[0]:]) >= 8
+
+
 def test_piano_midi_plays_each_clip_in_its_own_slot():
     p = rs.PianoParams(train=5, heldout=2, chord_fraction=0.5)
     clips = rs.draw_piano_clips(p, 0)
@@ -508,7 +523,7 @@ def test_set_sources_resolve_to_the_split_folders(tmp_path, counted):
     assert train.clip_count == stamp["counts"]["train"]["clips"] and held.clip_count == stamp["counts"]["heldout"]["clips"]
     assert {n.split("/")[0] for n in train.clip_names}.isdisjoint({n.split("/")[0] for n in held.clip_names})
     assert train.source == "set:drums"
-    with pytest.raises(DataError, match=r"unknown real set 'nope' \(known: drums, piano, digits\)"):
+    with pytest.raises(DataError, match=r"unknown real set 'nope' \(known: drums, piano, notes, digits\)"):
         load_dataset(dataclasses.replace(cfg, source="set:nope"), segment=2048, seed=0, progress=False)
     with pytest.raises(DataError, match=r"unknown split 'test'"):
         load_dataset(dataclasses.replace(cfg, source="set:drums/test"), segment=2048, seed=0, progress=False)

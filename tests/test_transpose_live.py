@@ -175,7 +175,8 @@ def test_a_bad_note_option_is_one_line_naming_it(bundle_dir, tmp_path, capsys, a
         ([{"time": 1, "off": True}], 'note 0: a note-off needs the "note" it releases'),
         ([{"time": 1, "note": 60, "off": True, "velocity": 1}], "note 0: a note-off has no velocity"),
         ([{"time": 1, "velocity": 2}], "note 0: velocity must be a number in [0, 1], got 2"),
-        ([{"time": 1, "pitch": 3}], "note 0: unknown key 'pitch' (known: time, note, velocity, off)"),
+        ([{"time": 1, "pitch": 3, "note": 60}], 'note 0: a pitch change holds "time" and "pitch" only'),
+        ([{"time": 1, "bend": 3}], "note 0: unknown key 'bend' (known: time, note, velocity, off, pitch)"),
         ([{"note": 60}], 'note 0: needs a "time" in seconds'),
     ],
 )

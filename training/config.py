@@ -234,6 +234,11 @@ class TrainConfig:
             del d["progressive"]  # unused: runs of other models keep the names they had before it existed
         # Off, the recipe's settings leave the hash alone: runs keep the names they had before they existed.
         d["loss"] = {k: v for k, v in d["loss"].items() if k not in RECIPE_LOSS_FIELDS or v != RECIPE_LOSS_FIELDS[k]}
+        if d["model"].get("condition", "none") == "none":
+            # Unconditioned: runs keep the names they had before conditioning existed.
+            for key in ("condition", "condition_critic", "track_pitch", "harmonics"):
+                d["model"].pop(key, None)
+        d["model"].pop("labels", None)  # derived from the data when the run starts (models/condition.py)
         if d["augment"] == asdict(AugmentConfig()):
             del d["augment"]
         blob = json.dumps(d, sort_keys=True).encode()

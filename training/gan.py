@@ -9,6 +9,10 @@ Beside the family's critic it trains the critics `loss.critics` names
 feature matching; and adaptive augmentation of the critic's input (augment.py).
 Off, as by default, none of them draws a random number or changes an operation,
 so runs train bit for bit as they did before they existed.
+
+A conditioned model (models/condition.py) gets the real batch's labels: its fakes are
+generated for them, the family's critic scores real, fake and interpolates under them,
+and with `condition_critic: acgan` the auxiliary classifier's loss joins both losses.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from torch import Tensor, nn
 from .augment import AdaptiveAugment
 from .config import OptimConfig, TrainConfig
 from .losses import GANLoss
-from .models import build_generator, sample_latents
+from .models import build_generator, condition_size, sample_latents
 from .models.critics import CRITICS, FeatureTap, feature_matching
 
 GradSync = Callable[[nn.Module], None]
@@ -101,6 +105,8 @@ class GANTrainer:
         self.loss = GANLoss(cfg.loss)
         self.grad_sync = grad_sync or (lambda module: None)
         self.autocast = bf16_autocast(device) if cfg.train.bf16 else nullcontext
+        self.conditioned = condition_size(cfg.model) > 0
+        self._cond: Tensor | None = None  # the labels of the batch being scored (conditioned models)
 
     @property
     def export_generator(self) -> nn.Module:
@@ -120,12 +126,26 @@ class GANTrainer:
     # What a progressive trainer (progressive.py) replaces: the networks at its stage and fade-in.
 
     def generate(self, z: Tensor) -> Tensor:
-        """(B, latent_dim) -> what the generator makes of `z` now."""
+        """(B, latent_dim [+ C]) -> what the generator makes of `z` now."""
         return self.generator(z)
 
     def score(self, x: Tensor) -> Tensor:
-        """The critic's (B,) scores for `x`; the loss calls this, the gradient penalty included."""
-        return self.critic(x)
+        """The critic's (B,) scores for `x`; the loss calls this, the gradient penalty included.
+        A conditioned critic scores under the labels of the batch at hand."""
+        return self.critic(x, self._cond) if self.conditioned else self.critic(x)
+
+    def _fake_latents(self, cond: Tensor | None, n: int) -> Tensor:
+        """Latents for n fakes: for a conditioned model, z with the real batch's labels appended."""
+        if cond is None:
+            return self.latents(n)
+        return torch.cat([sample_latents(self.cfg.model, n, device=self.device)[:, : self.cfg.model.latent_dim], cond], dim=1)
+
+    def _aux_loss(self, passes: int) -> Tensor | None:
+        """AC-GAN: the classifier's loss over the family critic's first `passes` forward passes since the last call
+        (the critic step's real and fake; the generator step's fake), all under this batch's labels."""
+        if not (self.conditioned and self.critic.kind == "acgan"):
+            return None
+        return self.critic.aux_loss(self._cond, passes)
 
     def real_input(self, real: Tensor) -> Tensor:
         """A batch of real data as the critic should see it now."""
@@ -197,22 +217,31 @@ class GANTrainer:
         for group in self.opt_d.param_groups:
             group["lr"] = self.cfg.optim.lr_d * self.lr_scale
 
-    def step(self, real_batches: list[Tensor]) -> dict[str, float]:
-        """One generator step after one critic step per item of `real_batches` (each (B, C, T))."""
+    def step(self, real_batches: list[Tensor], conditions: list[Tensor] | None = None) -> dict[str, float]:
+        """One generator step after one critic step per item of `real_batches` (each (B, C, T)); a conditioned
+        model needs each batch's labels, `conditions` ((B, C) each, models/condition.py's columns)."""
+        if self.conditioned != (conditions is not None):
+            raise ValueError("a conditioned model trains on labelled batches, an unconditioned one on plain batches")
+        conds: list[Tensor | None] = list(conditions) if conditions is not None else [None] * len(real_batches)
         stats: dict[str, Any] = {}
         self.generator.train()
         for critic in (self.critic, self.extra_critics):
             critic.train()
             critic.requires_grad_(True)
         d_loss = torch.zeros((), device=self.device)
-        for real in real_batches:
+        for real, cond in zip(real_batches, conds):
+            self._cond = cond
             real = self.real_input(real)
             with torch.no_grad(), self.autocast():
-                fake = self.generate(self.latents(real.shape[0]))
+                fake = self.generate(self._fake_latents(cond, real.shape[0]))
             real, fake = self._augmented(real, fake.float())
             self.opt_d.zero_grad(set_to_none=True)
             with self.autocast():
                 d_loss, d_stats = self._critic_loss(real, fake)
+                aux = self._aux_loss(2)  # the real and the fake pass; a gradient penalty's third is not classified
+            if aux is not None:
+                d_loss = d_loss + aux
+                d_stats["aux_d"] = aux.detach()
             d_loss.backward()
             for critic in (self.critic, *self.extra_critics.values()):
                 self.grad_sync(critic)
@@ -225,9 +254,15 @@ class GANTrainer:
         self.critic.requires_grad_(False)
         self.extra_critics.requires_grad_(False)
         self.opt_g.zero_grad(set_to_none=True)
+        self._cond = conds[-1]
         with self.autocast():
-            fake = self.generate(self.latents(real_batches[-1].shape[0]))
+            fake = self.generate(self._fake_latents(conds[-1], real_batches[-1].shape[0]))
             g_loss, g_stats = self._generator_loss(fake, real_batches[-1])
+            aux = self._aux_loss(1)  # the fake pass, the first the family critic made in this step
+        if aux is not None:
+            g_loss = g_loss + aux
+            g_stats["aux_g"] = aux.item()
+        self._cond = None
         stats.update(g_stats)
         g_loss.backward()
         self.grad_sync(self.generator)

@@ -25,7 +25,7 @@ from .config import ConfigError, TrainConfig, config_from_dict, save_config
 from .data import load_dataset
 from .distributed import DistInfo, any_flags, average_gradients, gather_objects
 from .gan import GANTrainer
-from .models import sample_latents
+from .models import condition_size, sample_latents
 from .monitor import Monitor
 
 Callback = Callable[["Run"], None]
@@ -124,6 +124,9 @@ EvaluatorFactory = Callable[[TrainConfig, torch.device, "Path | None"], QualityH
 class Run:
     """One training run in `run_dir`, fresh or resumed from its latest checkpoint."""
 
+    conditions: np.ndarray | None = None  # (N, C) labels of the training segments, for a conditioned model
+    _batch_conditions: list[torch.Tensor] = []  # (B, C) each: the labels of the last `_batches()`
+
     def __init__(
         self,
         cfg: TrainConfig,
@@ -202,15 +205,39 @@ class Run:
         return {"d": f"{stats['loss_d']:.3f}", "g": f"{stats['loss_g']:.3f}"}
 
     def _load_data(self) -> Any:
-        """The main process prepares the cache first; the others then read it instead of racing to write it."""
+        """The main process prepares the cache first; the others then read it instead of racing to write it.
+        A conditioned model's labels are read here too (`self.conditions`, and `model.labels` in the config)."""
         load = lambda: load_dataset(self.cfg.data, self.cfg.model.segment, self.cfg.run.seed, "train", progress=self.dist.main and self.cfg.train.progress)  # noqa: E731
         if not self.dist.enabled:
-            return load()
-        import torch.distributed as tdist
+            data = load()
+        else:
+            import torch.distributed as tdist
 
-        data = load() if self.dist.main else None
-        tdist.barrier()
-        return data if data is not None else load()
+            data = load() if self.dist.main else None
+            tdist.barrier()
+            data = data if data is not None else load()
+        self.conditions = self._label(data)
+        return data
+
+    def _label(self, data: Any) -> np.ndarray | None:
+        """(N, C) condition columns of the training segments for a conditioned model (models/condition.py), else None.
+
+        The labels' record goes into `model.labels`; a resumed run checks that the data still labels as it did."""
+        m = self.cfg.model
+        c = condition_size(m)
+        if not c:
+            return None
+        from .data.labels import segment_conditions
+
+        try:
+            conditions, record = segment_conditions(data, c, track=m.track_pitch)
+        except ValueError as e:
+            raise ConfigError(f"model.condition {m.condition}: {e}") from None
+        if m.labels is not None and m.labels.get("pitch_counts") != record["pitch_counts"]:
+            raise ConfigError(f"model.condition {m.condition}: the data's pitch labels changed since the run began "
+                              f"(now {record['summary']})")
+        m.labels = record
+        return conditions
 
     # ---- checkpoints -------------------------------------------------------------------------
 
@@ -266,10 +293,20 @@ class Run:
 
     def _batches(self) -> list[torch.Tensor]:
         out = []
+        self._batch_conditions = []
         for _ in range(self._batches_per_step()):
             idx, epoch = self.order.next()
             out.append(torch.from_numpy(self.data.batch(idx, epoch)).unsqueeze(1).to(self.device, non_blocking=True))
+            if self.conditions is not None:
+                self._batch_conditions.append(torch.from_numpy(self.conditions[idx]).to(self.device))
         return out
+
+    def _step(self) -> dict[str, float]:
+        """One trainer step on the next batches (with their labels, for a conditioned model)."""
+        batches = self._batches()
+        if self.conditions is None:
+            return self.trainer.step(batches)
+        return self.trainer.step(batches, self._batch_conditions)
 
     @torch.no_grad()
     def generate_previews(self) -> np.ndarray:
@@ -307,7 +344,7 @@ class Run:
             bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True, file=sys.stderr)
         try:
             while self.step < cfg.steps:
-                stats = self.trainer.step(self._batches())
+                stats = self._step()
                 (bad,) = any_flags([not GANTrainer.finite(stats)], self.device)
                 if bad:
                     self._rollback(stats)

@@ -113,6 +113,7 @@ class AudioSegments:
         source: str,
         clip_count: int,
         clip_names: list[str],
+        folder: Path | None = None,
     ) -> None:
         self.audio_path = Path(audio_path)
         self._starts = starts  # (N,) int64 nominal start in the concatenated audio
@@ -128,6 +129,7 @@ class AudioSegments:
         self.source = source
         self.clip_count = clip_count  # clips in this split
         self.clip_names = clip_names  # relative path of every clip in the cache (folders only), by clip number
+        self.folder = folder  # the folder clip_names are relative to; None for a synth set
         self._open()
 
     def _open(self) -> None:
@@ -189,6 +191,7 @@ def load_dataset(cfg: DataConfig, segment: int, seed: int, split: str = "train",
     _check(cfg, segment, split)
     hop = max(1, round(cfg.hop * segment))
     source = cfg.source
+    folder: Path | None = None
     if source.startswith("set:"):  # a real set (real_sets.py), built on first use; from here on a folder
         from . import real_sets  # imported here: it imports this module, and only these sources need it
 
@@ -233,7 +236,7 @@ def load_dataset(cfg: DataConfig, segment: int, seed: int, split: str = "train",
         index = _build_cache(stem, key, build)
     else:
         log.info("using cached %s (%s): %s", source, _paths(stem)[0], index["meta"]["summary"])
-    return _split(index, stem, layout, cfg, seed, split)
+    return _split(index, stem, layout, cfg, seed, split, folder)
 
 
 def _check(cfg: DataConfig, segment: int, split: str) -> None:
@@ -419,7 +422,9 @@ def holdout_clips(clip_count: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(order[:k]).astype(np.int64)
 
 
-def _split(index: dict[str, Any], stem: Path, layout: _Layout, cfg: DataConfig, seed: int, split: str) -> AudioSegments:
+def _split(
+    index: dict[str, Any], stem: Path, layout: _Layout, cfg: DataConfig, seed: int, split: str, folder: Path | None
+) -> AudioSegments:
     arrays = index["arrays"]
     clip_count = len(arrays["clip_start"])
     held = np.zeros(clip_count, bool)
@@ -438,6 +443,7 @@ def _split(index: dict[str, Any], stem: Path, layout: _Layout, cfg: DataConfig, 
         source=cfg.source,
         clip_count=int(held.sum() if split == "holdout" else clip_count - held.sum()),
         clip_names=index["meta"]["names"],
+        folder=folder,
     )
 
 

@@ -267,3 +267,30 @@ def pyin_pitch(x: np.ndarray, sample_rate: int, notes: tuple[int, int] = TRACK_R
     midi = librosa.hz_to_midi(f0[sure])
     q1, med, q3 = np.percentile(midi, [25, 50, 75])
     return PitchEstimate(float(librosa.midi_to_hz(med)), float(sure.sum() / sounding.sum()), float(q3 - q1))
+
+
+def segment_conditions(ds: Any, condition_columns: int, track: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+    """The condition columns of every segment of `ds` (an AudioSegments of a folder), and the record of the
+    labels that goes into the run's config and the bundle (models/condition.py's `labels`).
+
+    Returns (N, condition_columns) float32, column 0 the MIDI pitch, column 1 the velocity in [0, 1]
+    (MIDI velocity / 127), -1 where unknown; and `ClipLabels.as_dict()` plus `pitch_counts` and
+    `velocity_counts` (segments per value), what previews and evaluations draw conditions from, and
+    `summary`. Raises ValueError when the data has no folder or no clip a pitch."""
+    if ds.folder is None or not ds.clip_names:
+        raise ValueError(f"data.source {ds.source!r}: a conditioned model needs a folder of labelled clips, not a synth set")
+    labels = clip_labels(ds.folder, ds.clip_names, track=track, sample_rate=ds.sample_rate)
+    if not labels.labelled.any():
+        raise ValueError(f"data.source {ds.source!r}: no clip has a pitch label ({labels.summary()}); "
+                         "name files by note (C4, A#3, _060-100), add a labels.csv, or set model.track_pitch")
+    pitch = labels.pitch[ds.clips].astype(np.float32)
+    velocity = np.where(labels.velocity[ds.clips] >= 0, labels.velocity[ds.clips] / 127.0, UNKNOWN).astype(np.float32)
+    cond = np.stack([pitch, velocity], axis=1)[:, :condition_columns].copy()
+    record = labels.as_dict()
+    trained = pitch[pitch >= 0]  # the range the model hears: the training segments', not every clip's (held-out ones too)
+    record["pitch_range"] = [int(trained.min()), int(trained.max())]
+    record["summary"] = labels.summary()
+    record["sample_rate"] = int(ds.sample_rate)  # what a generator's oscillator prior (model.harmonics) runs at
+    record["pitch_counts"] = {str(int(p)): int(n) for p, n in sorted(Counter(pitch[pitch >= 0].tolist()).items())}
+    record["velocity_counts"] = {f"{v:.4f}": int(n) for v, n in sorted(Counter(velocity[velocity >= 0].tolist()).items())}
+    return cond, record

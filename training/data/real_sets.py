@@ -328,6 +328,8 @@ class PianoParams:
     hold_s: tuple[float, float] = (0.2, 1.5)  # note-on to note-off
     chord_fraction: float = 0.25
     heldout_every: int = 5  # every 5th pitch is held out: 5 and 12 are coprime, so all pitch classes and octaves are covered
+    # 0: no pitch is held out; the held-out clips are fresh draws of the same notes (the notes set, for
+    # pitch-conditioned models, which must hear every note of their range)
     tail_s: float = 1.0  # kept after note-off; FluidR3's piano release measured about 0.35 s at 16 kHz
     sample_rate: int = 16000
 
@@ -342,6 +344,8 @@ class PianoClip:
 
 def heldout_pitches(p: PianoParams, seed: int) -> frozenset[int]:
     lo, hi = p.pitch
+    if p.heldout_every == 0:
+        return frozenset()
     offset = seed % p.heldout_every
     return frozenset(n for n in range(lo, hi + 1) if (n - lo) % p.heldout_every == offset)
 
@@ -360,7 +364,7 @@ def draw_piano_clips(p: PianoParams, seed: int) -> list[PianoClip]:
         for _ in range(count):
             shape = CHORDS[rng.integers(len(CHORDS))] if rng.random() < p.chord_fraction else (0,)
             roots = [r for r in range(lo, hi - shape[-1] + 1)
-                     if (r in held if split == "heldout" else not any(r + i in held for i in shape))]
+                     if not held or (r in held if split == "heldout" else not any(r + i in held for i in shape))]
             root = int(rng.choice(roots))
             velocity = int(rng.integers(p.velocity[0], p.velocity[1] + 1))
             hold_ms = int(round(1000 * rng.uniform(*p.hold_s)))
@@ -435,6 +439,8 @@ def build_piano(out: Path, seed: int, p: PianoParams) -> dict[str, Any]:
                               "notes": len(c.pitches), "hold_s": c.hold_ms / 1000, "length_s": round(len(x) / p.sample_rate, 4)})
     for split in SPLITS:
         write_labels(out / split, rows[split])
+    if p.heldout_every == 0:
+        return {"split": {"rule": "held-out clips are fresh draws of the same notes (new velocities and lengths)"}}
     return {"split": {"rule": f"held-out pitches: every {p.heldout_every}th MIDI note, offset by the seed; "
                               "training never sounds them, each held-out clip's root is one",
                       "heldout_pitches": sorted(heldout_pitches(p, seed))}}
@@ -601,6 +607,11 @@ SETS: dict[str, RealSet] = {
                 "each kit its own (the stamp's kits.*.licence): GPL-2, CC-BY-3.0, CC-BY-SA-3.0 or CC0"),
         RealSet("piano", ("fluidsynth", "fluid-soundfont-gm"), PianoParams(), build_piano,
                 "FluidR3 Acoustic Grand notes and chords, labelled by MIDI pitches and velocity",
+                "FluidR3_GM sound font: MIT (Frank Wen); rendered by fluidsynth (LGPL-2.1+)"),
+        RealSet("notes", ("fluidsynth", "fluid-soundfont-gm"),
+                PianoParams(train=1200, heldout=200, chord_fraction=0.0, hold_s=(0.3, 1.0), heldout_every=0), build_piano,
+                "FluidR3 Acoustic Grand single notes over C2..C7, every note in training (for pitch-conditioned models), "
+                "labelled by MIDI pitch and velocity",
                 "FluidR3_GM sound font: MIT (Frank Wen); rendered by fluidsynth (LGPL-2.1+)"),
         RealSet("digits", ("espeak-ng", "espeak-ng-data"), DigitParams(), build_digits,
                 "spoken digits zero..nine, 1 s each, in espeak-ng's English voices and variants",

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .condition import ConditionedCritic, ConditionedGenerator, condition_size, sample_conditions
 from .families import FAMILIES, Family, LatentGenerator, OutputKind, UnknownModelKind, family, family_of
 from .vocoder import Vocoder, VocoderConfig
 
@@ -23,8 +24,10 @@ __all__ = [
 
 
 def build_generator(cfg: Any) -> nn.Module:
-    """The generator for a model config; `cfg.kind` picks the family."""
-    return family_of(cfg).generator(cfg)
+    """The generator for a model config; `cfg.kind` picks the family. A conditioned config's takes
+    (B, latent_dim + C), its condition appended (models/condition.py)."""
+    build = family_of(cfg).generator
+    return ConditionedGenerator(cfg, build) if condition_size(cfg) else build(cfg)
 
 
 def build_vocoder(cfg: VocoderConfig) -> Vocoder:
@@ -37,11 +40,16 @@ def build_critic(cfg: Any) -> nn.Module:
     critic = family_of(cfg).critic
     if critic is None:
         raise ValueError(f"model {cfg.kind!r} has no critic")
-    return critic(cfg)
+    return ConditionedCritic(cfg, critic(cfg)) if condition_size(cfg) else critic(cfg)
 
 
 def sample_latents(cfg: Any, n: int, generator: torch.Generator | None = None, device: Any = None) -> Tensor:
-    """(n, latent_dim) latents from the config's distribution: uniform in [-1, 1] or standard normal."""
+    """(n, latent_dim) latents from the config's distribution: uniform in [-1, 1] or standard normal.
+    A conditioned config's are (n, latent_dim + C): conditions drawn as the training labels hold them appended."""
     if cfg.latent_dist == "uniform":
-        return torch.rand(n, cfg.latent_dim, generator=generator, device=device) * 2 - 1
-    return torch.randn(n, cfg.latent_dim, generator=generator, device=device)
+        z = torch.rand(n, cfg.latent_dim, generator=generator, device=device) * 2 - 1
+    else:
+        z = torch.randn(n, cfg.latent_dim, generator=generator, device=device)
+    if not condition_size(cfg):
+        return z
+    return torch.cat([z, sample_conditions(cfg, n, generator).to(z.device)], dim=1)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .condition import Conditioning
 from .spectrogram import SpectrogramFrontEnd, SpectrogramGenerator
 
 KERNEL = 5
@@ -22,7 +23,7 @@ LAYERS = 5  # stride-2 layers: the first feature map is 1/32 of the spectrogram 
 
 
 @dataclass
-class SpecGANConfig(SpectrogramFrontEnd):
+class SpecGANConfig(SpectrogramFrontEnd, Conditioning):
     kind: str = "specgan"
     latent_dim: int = 100
     latent_dist: str = "uniform"  # uniform in [-1, 1] (the paper) | normal
@@ -30,6 +31,7 @@ class SpecGANConfig(SpectrogramFrontEnd):
 
     def validate(self) -> None:
         self.validate_front_end()
+        self.validate_condition()
         if self.latent_dist not in ("uniform", "normal"):
             raise ValueError(f"latent_dist: 'uniform' or 'normal', not {self.latent_dist!r}")
         if self.width < 1 or self.latent_dim < 1:

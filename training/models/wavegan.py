@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .condition import Conditioning
+
 KERNEL = 25
 
 # segment length -> (strides of the up/down-sampling stack, channel multiplier of the first layer)
@@ -27,7 +29,7 @@ _LAYOUTS: dict[int, tuple[tuple[int, ...], int]] = {
 
 
 @dataclass
-class WaveGANConfig:
+class WaveGANConfig(Conditioning):
     kind: str = "wavegan"
     latent_dim: int = 100
     latent_dist: str = "uniform"  # uniform in [-1, 1] (the paper) | normal
@@ -40,6 +42,7 @@ class WaveGANConfig:
     phase_shuffle: int = 2  # the critic's phase shuffle radius; 0 disables
 
     def validate(self) -> None:
+        self.validate_condition()
         if self.segment not in _LAYOUTS:
             raise ValueError(f"segment: WaveGAN makes 16384, 32768 or 65536 samples, not {self.segment}")
         if self.latent_dist not in ("uniform", "normal"):
