@@ -60,8 +60,11 @@ def pd_patch(text: str):
             continue
         if kind == "#X restore":
             depth -= 1
+            if depth == 1:  # the subpatch itself is one box of the canvas it sits in
+                boxes.append((len(boxes), "#X obj", ["pd", *fields[3:]]))
+            continue
         if depth != 1:
-            continue  # subpatches keep their own numbering; this example has none
+            continue  # subpatches keep their own numbering
         if kind in PD_BOXES:
             assert len(fields) >= 2 and all(re.fullmatch(r"-?\d+", f) for f in fields[:2]), rec
             boxes.append((len(boxes), kind, fields[2:]))
@@ -94,6 +97,34 @@ def test_pd_patch_is_well_formed():
     chain = {src: dst for src, _, dst, _ in connections if boxes[src][2][:1] == ["oscformat"]}
     prepend = {chain[i] for i in senders}
     assert len(prepend) == 1 and boxes[prepend.pop()][2] == ["list", "prepend", "send"]
+
+
+KEYBOARD = EXAMPLES / "keyboard.pd"
+
+
+def test_the_keyboard_patch_is_well_formed_and_plays_notes():
+    boxes, connections = pd_patch(KEYBOARD.read_text())
+    for src, outlet, dst, inlet in connections:
+        assert src < len(boxes) and dst < len(boxes), f"connect {src} {outlet} {dst} {inlet}: no such box"
+        assert boxes[src][1] != "#X text" and boxes[dst][1] != "#X text", "a comment cannot be connected"
+    objects = [" ".join(f) for _, k, f in boxes if k == "#X obj"]
+    assert "netsend -u -b" in objects and "notein" in objects  # clicks and a MIDI keyboard alike
+    addresses = {"/" + "/".join(f[1:]) for _, k, f in boxes if k == "#X obj" and f[0] == "oscformat"}
+    assert addresses == {"/ganstream/note", "/ganstream/pitch", "/ganstream/pad"}
+    # Every one of them is an address the server knows (an unknown one would be refused as such).
+    c, peer = controls(), Peer()
+    c.pitch_range = (36, 96)
+    server = OscServer(c, port=0).start()
+    peer.target = ("127.0.0.1", server.port)
+    try:
+        for address in sorted(addresses):
+            peer.send(address)
+        peer.status()
+        errors = [args for a, args in peer.drain() if a == "/ganstream/error"]
+        assert errors and not [e for e in errors if "unknown address" in e[1]]
+    finally:
+        server.stop()
+        peer.close()
 
 
 def pd_addresses() -> list[str]:
