@@ -393,7 +393,7 @@ def open_bundle(path: Path, data: str) -> Source:
         None,
         0,
         "",
-        lambda n: np.concatenate([runner.generate(z) for z in np.array_split(bundle.random_latents(n, np.random.default_rng(LATENT_SEED)), -(-n // 64))]),
+        lambda n: np.concatenate([runner.generate(z) for z in np.array_split(bundle.random_rows(n, np.random.default_rng(LATENT_SEED)), -(-n // 64))]),
         256,
     )
 

@@ -277,6 +277,21 @@ class Bundle:
             return rng.standard_normal(shape, dtype=np.float32)
         return rng.uniform(-1.0, 1.0, shape).astype(np.float32)
 
+    def random_rows(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """(n, D [+ C]) float32: `random_latents`, and for a pitch-conditioned bundle its condition columns:
+        pitches drawn as often as its training held them (`condition.histogram`), velocities uniform in
+        [0.25, 1] (the manifest keeps no velocity histogram)."""
+        z = self.random_latents(n, rng)
+        condition = self.spec.condition
+        if condition is None:
+            return z
+        pitches = np.array([int(p) for p in condition.histogram], dtype=np.float32)
+        counts = np.array(list(condition.histogram.values()), dtype=np.float64)
+        cond = rng.choice(pitches, size=(int(n), 1), p=counts / counts.sum())
+        if condition.columns > 1:
+            cond = np.concatenate([cond, rng.uniform(0.25, 1.0, (int(n), 1))], axis=1)
+        return np.concatenate([z, cond.astype(np.float32)], axis=1)
+
 
 def shipped_bundles() -> tuple[str, ...]:
     """The names of the bundles shipped with the package, sorted: the folders of SHIPPED_BUNDLES with a manifest."""

@@ -382,6 +382,13 @@ def test_export_conditioned_bundle_plays_in_realtime(conditioned_run, tmp_path):
             gen.generate(np.zeros((1, width), np.float32))
         assert str(e.value) == f"z must have shape (B, {d + 2}) ({d} latent + 2 condition columns) with B >= 1, got (1, {width})"
 
+    # What `ganstream eval BUNDLE` scores: rows with pitches as often as training held them (5:3).
+    rows = bundle.random_rows(4000, np.random.default_rng(1))
+    assert rows.shape == (4000, d + 2) and set(np.unique(rows[:, d])) == {60.0, 67.0}
+    assert abs(np.mean(rows[:, d] == 60) - 5 / 8) < 0.03
+    assert 0.25 <= rows[:, d + 1].min() and rows[:, d + 1].max() <= 1.0
+    assert gen.generate(rows[:3]).shape == (3, spec.model.segment)
+
 
 @pytest.mark.filterwarnings("ignore:Converting a tensor to a Python integer")
 def test_conditioned_specgan_trains_exports_and_plays(labelled, tmp_path):
