@@ -236,7 +236,13 @@ class Session:
         osc, midi = self.osc, self.midi
         stream = engine.stream_settings
         notes = ""
-        if stream.mode == "trigger":
+        if stream.pitch_range is not None:  # a pitch-conditioned bundle
+            lo, hi = stream.pitch_range
+            refused = "refused" if engine.controls.refuse_out_of_range else "folded in"
+            notes = f" (notes ask for their pitch, {note_name(lo)}..{note_name(hi)}; others {refused})"
+        elif stream.mode == "trigger" and stream.kit is not None:
+            notes = f" (kit of {len(stream.kit.pads)} pads{': ' + stream.kit.name if stream.kit.name else ''})"
+        elif stream.mode == "trigger":
             root = stream.root_note
             notes = " (notes untransposed)" if root is None else f" (notes transpose from {root:g}, {note_name(root)})"
         return (

@@ -273,7 +273,7 @@ def test_play_on_jack_plays_a_kit_from_a_jack_midi_port(jack_server, tmp_path):
         stop(engine)
         rec.close()
     assert engine.returncode == 0, out
-    assert "trigger mode (notes untransposed)" in out  # a kit's pads play as made
+    assert "trigger mode (kit of 3 pads: jack test kit)" in out  # the start line names the kit
 
     timeline = Timeline.from_dict(json.loads((tmp_path / "timeline.json").read_text()))
     assert sorted(timeline.stream["kit"]["pads"]) == ["36", "42", "46"]
