@@ -138,7 +138,7 @@ class GANTrainer:
         """Latents for n fakes: for a conditioned model, z with the real batch's labels appended."""
         if cond is None:
             return self.latents(n)
-        return torch.cat([sample_latents(self.cfg.model, n, device=self.device)[:, : self.cfg.model.latent_dim], cond], dim=1)
+        return torch.cat([sample_latents(self.cfg.model, n, device=self.device, conditions=False), cond], dim=1)
 
     def _aux_loss(self, passes: int) -> Tensor | None:
         """AC-GAN: the classifier's loss over the family critic's first `passes` forward passes since the last call

@@ -43,13 +43,16 @@ def build_critic(cfg: Any) -> nn.Module:
     return ConditionedCritic(cfg, critic(cfg)) if condition_size(cfg) else critic(cfg)
 
 
-def sample_latents(cfg: Any, n: int, generator: torch.Generator | None = None, device: Any = None) -> Tensor:
+def sample_latents(
+    cfg: Any, n: int, generator: torch.Generator | None = None, device: Any = None, conditions: bool = True
+) -> Tensor:
     """(n, latent_dim) latents from the config's distribution: uniform in [-1, 1] or standard normal.
-    A conditioned config's are (n, latent_dim + C): conditions drawn as the training labels hold them appended."""
+    A conditioned config's are (n, latent_dim + C): conditions drawn as the training labels hold them
+    appended, unless `conditions` is False (the caller appends its own)."""
     if cfg.latent_dist == "uniform":
         z = torch.rand(n, cfg.latent_dim, generator=generator, device=device) * 2 - 1
     else:
         z = torch.randn(n, cfg.latent_dim, generator=generator, device=device)
-    if not condition_size(cfg):
+    if not (conditions and condition_size(cfg)):
         return z
     return torch.cat([z, sample_conditions(cfg, n, generator).to(z.device)], dim=1)
