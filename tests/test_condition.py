@@ -350,7 +350,6 @@ def test_config_hash_of_unconditioned_runs_is_unchanged():
 # ---- export and realtime ---------------------------------------------------------------------------
 
 
-@pytest.mark.filterwarnings("ignore:Converting a tensor to a Python integer")  # encode's C, static in the graph by design
 def test_export_conditioned_bundle_plays_in_realtime(conditioned_run, tmp_path):
     out = export_run(conditioned_run.run_dir, tmp_path / "bundle", controls=2, log=lambda _: None)
     bundle = load_bundle(out)
@@ -390,7 +389,6 @@ def test_export_conditioned_bundle_plays_in_realtime(conditioned_run, tmp_path):
     assert gen.generate(rows[:3]).shape == (3, spec.model.segment)
 
 
-@pytest.mark.filterwarnings("ignore:Converting a tensor to a Python integer")
 def test_conditioned_specgan_trains_exports_and_plays(labelled, tmp_path):
     """The spectral path: SpectralRun labels its data, export writes the condition input, the realtime
     generator feeds it and rebuilds the audio (Griffin-Lim, no network)."""

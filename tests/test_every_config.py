@@ -50,10 +50,26 @@ def _kind(config: Path) -> str:
     return load_config(config).model.kind
 
 
+def labelled_notes(folder: Path, sample_rate: int) -> Path:
+    """Eight short decaying tones named by note and velocity (the piano set's `0001_p60_v100`), for a
+    pitch-conditioned config, which needs labelled clips where the others train on synth:piano."""
+    t = np.arange(int(0.3 * sample_rate)) / sample_rate
+    for i, note in enumerate((48, 52, 55, 60, 64, 67, 72, 76)):
+        hz = 440.0 * 2.0 ** ((note - 69) / 12)
+        sf.write(folder / f"{i:04d}_p{note}_v{40 + 10 * i}.wav", 0.5 * np.sin(2 * np.pi * hz * t) * np.exp(-4 * t), sample_rate)
+    return folder
+
+
 def train_tiny(config: Path, out: Path, cache: Path, *extra: str) -> Path:
     """Trains `config` shrunk by its family's tiny overrides with `ganstream train`; returns the run directory.
-    A config on a real set (set:NAME, built from Debian packages) trains on synth:piano here."""
-    real_set = ["data.source=synth:piano"] if load_config(config).data.source.startswith("set:") else []
+    A config on a real set (set:NAME, built from Debian packages) trains on synth:piano here, or, conditioned
+    on pitch, on a folder of labelled tones."""
+    cfg = load_config(config)
+    real_set = ["data.source=synth:piano"] if cfg.data.source.startswith("set:") else []
+    if getattr(cfg.model, "condition", "none") != "none":
+        notes = out.parent / f"{out.name}-notes"
+        notes.mkdir(exist_ok=True)
+        real_set = [f"data.source={labelled_notes(notes, cfg.data.sample_rate)}", "data.holdout=0"]
     argv = [str(config), *FAMILIES[_kind(config)].tiny, *COMMON, *real_set, f"data.cache_dir={cache}", *extra, "--device", "cpu", "--out", str(out)]
     assert ganstream(["train", *argv]) == 0
     (run,) = out.iterdir()

@@ -41,7 +41,7 @@ class Shipped:
 
 
 SHIPPED = {
-    "piano": Shipped("configs/default-bundle.yaml", "piano", "piano", "crossfade"),
+    "piano": Shipped("configs/default-bundle.yaml", "notes", "piano", "crossfade"),
     "drums": Shipped("configs/default-bundle-drums.yaml", "drums", "drums", "trigger"),
 }
 

@@ -21,7 +21,8 @@ nothing to carry one note's lesson to the next). Velocity is one-hot over
 
 `model.harmonics: K` (WaveGAN only) gives the generator an oscillator prior: K harmonics of
 the asked pitch, each with an amplitude envelope a small head reads off the generator's last
-hidden layer, added before its final tanh. The GAN learns their envelopes (the timbre and
+hidden layer, added before its final tanh, to the generator's own output scaled by a learnt
+gain that starts at 0.1 (so training starts from a plain tone, not from noise). The GAN learns their envelopes (the timbre and
 decay of each note) and the residual (attack, noise); the pitch itself is then exact by
 construction instead of learnt from a few clips per note, which a WaveGAN trained for an
 hour on a CPU does not manage (its early output is ringing at 16000 / 4^k Hz, the
@@ -99,12 +100,13 @@ def _one_hot(index: Tensor, n: int) -> Tensor:
     return (index[:, None] == torch.arange(n, device=index.device)[None, :]).float()
 
 
-def encode(cond: Tensor) -> Tensor:
-    """(B, C) condition columns -> (B, encoded_size(C)) what the generator appends to z (C is static when traced)."""
+def encode(cond: Tensor, columns: int | None = None) -> Tensor:
+    """(B, C) condition columns -> (B, encoded_size(C)) what the generator appends to z. `columns`: C, given by a
+    module that knows it, so an ONNX trace reads no tensor's shape as a Python number."""
     pitch = cond[:, 0]
     known = (pitch >= 0).float()[:, None]
     parts = [_one_hot(pitch_index(pitch), PITCHES), known * (pitch[:, None] - 60.0) / 24.0]
-    if int(cond.shape[1]) > 1:
+    if (columns if columns is not None else cond.shape[1]) > 1:
         v = cond[:, 1]
         parts += [_one_hot(velocity_bin(v), VELOCITY_BINS), (v[:, None] >= 0).float() * v[:, None]]
     return torch.cat(parts, dim=1)
@@ -122,9 +124,14 @@ class HarmonicPrior(nn.Module):
         super().__init__()
         self.sample_rate = sample_rate
         self.head = nn.Conv1d(channels, harmonics, 1)
+        k = torch.arange(1, harmonics + 1, dtype=torch.float32)
         nn.init.zeros_(self.head.weight)
-        nn.init.constant_(self.head.bias, -4.0)  # softplus(-4) = 0.018: quiet until the critic asks for it
-        self.register_buffer("k", torch.arange(1, harmonics + 1, dtype=torch.float32)[None, :, None], persistent=False)
+        with torch.no_grad():  # the envelopes start at 0.3 / k, a plain tone: the first steps already sound pitched
+            self.head.bias.copy_(torch.log(torch.expm1(0.3 / k)))
+        self.register_buffer("k", k[None, :, None], persistent=False)
+        # The generator's own output enters scaled by this, from 0.1: at first the tone dominates, and the critic
+        # has the residual (attacks, noise) grow only as far as the real notes hold it.
+        self.residual = nn.Parameter(torch.tensor(0.1))
 
     def forward(self, h: Tensor, pitch: Tensor, length: int) -> Tensor:
         amp = F.interpolate(F.softplus(self.head(h)), size=length, mode="linear", align_corners=False)  # (B, K, T)
@@ -153,7 +160,7 @@ class ConditionedGenerator(nn.Module):
 
     def _input(self, zc: Tensor) -> Tensor:
         z, cond = zc[:, : self.latent_dim], zc[:, self.latent_dim :]
-        return torch.cat([z, encode(cond).to(z.dtype)], dim=1)
+        return torch.cat([z, encode(cond, self.c).to(z.dtype)], dim=1)
 
     def forward(self, zc: Tensor) -> Tensor:
         """(B, latent_dim + C) -> what the family's generator makes."""
@@ -161,7 +168,8 @@ class ConditionedGenerator(nn.Module):
             return self.inner(self._input(zc))
         h = self.inner.body[:-1](self.inner._first(self._input(zc)))  # (B, C, segment / 4)
         x = self.inner.body[-1](h)  # (B, 1, segment), before WaveGAN's tanh
-        return torch.tanh(x + self.harmonic(h, zc[:, self.latent_dim], x.shape[-1]).to(x.dtype))
+        tone = self.harmonic(h, zc[:, self.latent_dim], x.shape[-1]).to(x.dtype)
+        return torch.tanh(self.harmonic.residual.to(x.dtype) * x + tone)
 
     def early_features(self, zc: Tensor) -> Tensor:
         return self.inner.early_features(self._input(zc))
