@@ -29,6 +29,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ganstream.core.manifest import (
+    CONDITION_INPUT,
+    Condition,
     ControlItem,
     Controls,
     FileEntry,
@@ -38,6 +40,7 @@ from ganstream.core.manifest import (
     Model,
     StreamingSettings,
     TensorSpec,
+    lowest_version,
 )
 
 HARMONICS = 8
@@ -227,3 +230,126 @@ def zip_bundle(directory: Path, zip_path: Path, *, folder: bool = False) -> Path
                 rel = p.relative_to(directory).as_posix()
                 zf.write(p, f"{directory.name}/{rel}" if folder else rel)
     return Path(zip_path)
+
+
+# -- a pitch-conditioned bundle (format version 5) ------------------------------------------------------------
+
+
+def conditioned_audio(rows: np.ndarray, *, latent_size: int = 8, segment: int = 4096, sample_rate: int = 16000) -> np.ndarray:
+    """What make_conditioned_bundle's graph computes, in numpy: (B, D + C) rows (the latent, then the
+    condition: pitch [, velocity]) -> (B, segment) float32. A sine at the pitch's frequency,
+    440 * 2 ** ((pitch - 69) / 12), phase 0 at sample 0, amplitude 0.4 + 0.1 * tanh(z0) (0.3 to 0.5);
+    the velocity column is ignored (a voice's velocity gain is the stream's)."""
+    rows = np.atleast_2d(np.asarray(rows, dtype=np.float64))
+    hz = 440.0 * 2.0 ** ((rows[:, latent_size] - 69.0) / 12.0)
+    amp = 0.4 + 0.1 * np.tanh(rows[:, 0])
+    return (amp[:, None] * np.sin(2.0 * np.pi * hz[:, None] / sample_rate * np.arange(segment)[None, :])).astype(np.float32)
+
+
+def conditioned_generator_model(segment: int, sample_rate: int, latent_size: int, columns: int) -> onnx.ModelProto:
+    """The ONNX graph: z (batch, D) and condition (batch, C) -> audio (batch, segment), float32 (conditioned_audio)."""
+
+    def f32(name: str, value) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.asarray(value, dtype=np.float32), name)
+
+    def i64(name: str, value) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.asarray(value, dtype=np.int64), name)
+
+    inits = [
+        i64("zero", [0]), i64("one", [1]), i64("axis1", [1]),
+        f32("a69", 69.0), f32("ln2_12", np.log(2.0) / 12.0), f32("rad_per_sample", 2.0 * np.pi * 440.0 / sample_rate),
+        f32("n", np.arange(segment, dtype=np.float32)[None, :]), f32("a04", 0.4), f32("a01", 0.1),
+    ]
+    nodes = [
+        helper.make_node("Slice", ["condition", "zero", "one", "axis1"], ["pitch"]),  # (B, 1)
+        helper.make_node("Sub", ["pitch", "a69"], ["semis"]),
+        helper.make_node("Mul", ["semis", "ln2_12"], ["log_ratio"]),
+        helper.make_node("Exp", ["log_ratio"], ["ratio"]),  # hz / 440
+        helper.make_node("Mul", ["ratio", "rad_per_sample"], ["w"]),  # radians per sample, (B, 1)
+        helper.make_node("Mul", ["w", "n"], ["phase"]),  # (B, segment)
+        helper.make_node("Sin", ["phase"], ["wave"]),
+        helper.make_node("Slice", ["z", "zero", "one", "axis1"], ["z0"]),
+        helper.make_node("Tanh", ["z0"], ["tz"]),
+        helper.make_node("Mul", ["tz", "a01"], ["tz01"]),
+        helper.make_node("Add", ["tz01", "a04"], ["amp"]),  # (B, 1)
+        helper.make_node("Mul", ["wave", "amp"], ["audio"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "conditioned_sine",
+        [
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", latent_size]),
+            helper.make_tensor_value_info(CONDITION_INPUT, TensorProto.FLOAT, ["batch", columns]),
+        ],
+        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", segment])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="ganstream-tests")
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    return model
+
+
+def make_conditioned_bundle(
+    directory: Path,
+    *,
+    segment: int = 4096,
+    latent_size: int = 8,
+    sample_rate: int = 16000,
+    pitch_range: tuple[int, int] = (48, 72),
+    kind: str = "pitch+velocity",
+    mode: str = "crossfade",
+) -> Path:
+    """Write a valid pitch-conditioned bundle (format version 5, docs/bundle.md "Pitch-conditioned bundles")
+    into `directory` (created) and return it. Its generator takes z (batch, D) and condition (batch, C), C = 1
+    for kind "pitch" and 2 for "pitch+velocity", and makes a sine at the pitch (conditioned_audio): what a
+    voice sounds at can be measured exactly. `condition.histogram` counts every note of `pitch_range` once;
+    no controls; `streaming.mode` is `mode`, with make_bundle's other streaming settings."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    condition = Condition(
+        kind,
+        (int(pitch_range[0]), int(pitch_range[1])),
+        {str(p): 1 for p in range(int(pitch_range[0]), int(pitch_range[1]) + 1)},
+        f"test sines, pitch {pitch_range[0]}-{pitch_range[1]}",
+    )
+    onnx.save(conditioned_generator_model(segment, sample_rate, latent_size, condition.columns), directory / "generator.onnx")
+    manifest = Manifest(
+        format_version=lowest_version("waveform", mode, conditioned=True),
+        name="test-conditioned",
+        model=Model("waveform", "test-sine", sample_rate, segment, Latent(latent_size, "uniform")),
+        graphs={
+            "generator": Graph(
+                file="generator.onnx",
+                inputs=(TensorSpec("z", ("batch", latent_size)), TensorSpec(CONDITION_INPUT, ("batch", condition.columns))),
+                outputs=(TensorSpec("audio", ("batch", segment)),),
+                precision="fp32",
+                opset=OPSET,
+                parity_max_abs_error=0.0,
+            )
+        },
+        spectral=None,
+        controls=None,
+        streaming=StreamingSettings(
+            mode=mode,
+            crossfade=segment // 4,
+            texture_overlap=4 if segment % 4 == 0 else 1,
+            latent_smoothing_s=0.05,
+            walk_rate=0.2,
+            walk_depth=0.35,
+        ),
+        files={},
+        provenance={
+            "run_name": "test-conditioned",
+            "config_hash": "00000000",
+            "step": 0,
+            "checkpoint": "latest",
+            "weights": "ema",
+            "ganstream_version": "0.1.0",
+            "created": "2026-01-01T00:00:00Z",
+            "command": "tests/bundle_factory.py make_conditioned_bundle",
+        },
+        condition=condition,
+    )
+    (directory / "manifest.json").write_text(manifest.dumps())
+    return rehash(directory)

@@ -316,7 +316,11 @@ def test_play_on_jack_follows_notes_from_a_jack_midi_port(jack_server, tmp_path)
         pytest.skip("python-rtmidi was built without JACK support")
     bundle = make_bundle(tmp_path / "keys.gsb", segment=SEG, sample_rate=SR)
     midi_name = f"gs-keys-{free_udp_port()}"
-    rec = Recorder(str(jack_server), 40.0)
+    # python-rtmidi holds the GIL through every call into JACK, and the recorder's JACK callbacks need it: an
+    # rtmidi call waiting on the server while the server waits on the recorder never returns (a hang seen once in
+    # ten runs). So rtmidi opens its client and port before the recorder exists, only sends while it records, and
+    # closes after it (as tests/test_condition_live.py does).
+    sender = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, f"gs-keyboard-{os.getpid()}")
     engine = subprocess.Popen(
         [
             sys.executable, "-m", "ganstream.main", "play", str(bundle), "--provider", "cpu", "--threads", "1", "--mode", "trigger",
@@ -326,18 +330,23 @@ def test_play_on_jack_follows_notes_from_a_jack_midi_port(jack_server, tmp_path)
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=ordinary_priority,
     )
     notes = [57, 33, 52, 69, 40]
+    rec = None
     try:
-        sender = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, f"gs-keyboard-{os.getpid()}")
         deadline = time.monotonic() + 30
         ports: list[int] = []
-        while not ports or not rec.engine_ports():
+        while not ports:
             assert engine.poll() is None, engine.stdout.read()
-            assert time.monotonic() < deadline, "the engine's MIDI or audio ports did not appear within 30 s"
+            assert time.monotonic() < deadline, "the engine's MIDI port did not appear within 30 s"
             ports = [i for i, name in enumerate(sender.get_ports()) if midi_name in name]
+            time.sleep(0.1)
+        sender.open_port(ports[0], "out")
+        rec = Recorder(str(jack_server), 40.0)
+        while not rec.engine_ports():
+            assert engine.poll() is None, engine.stdout.read()
+            assert time.monotonic() < deadline, "the engine's audio ports did not appear within 30 s"
             time.sleep(0.1)
         time.sleep(0.2)
         rec.client.connect(rec.engine_ports()[0], rec.port)
-        sender.open_port(ports[0], "out")
 
         def key(out, note: int) -> None:  # a key pressed for 0.1 s at velocity 100
             out.send_message([0x90, note, 100])
@@ -353,13 +362,14 @@ def test_play_on_jack_follows_notes_from_a_jack_midi_port(jack_server, tmp_path)
         for note in notes:
             key(sender, note)
             time.sleep(0.8)
-        sender.close_port()
-        del sender
         engine.send_signal(signal.SIGINT)
         out, _ = engine.communicate(timeout=30)
     finally:
         stop(engine)
-        rec.close()
+        if rec is not None:
+            rec.close()
+        sender.close_port()  # with the recorder gone (see above)
+        sender.delete()
     assert engine.returncode == 0, out
     assert "trigger mode (notes transpose from 45, A2)" in out
 
