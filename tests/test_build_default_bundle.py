@@ -47,7 +47,11 @@ def test_the_table_names_a_config_a_set_a_title_and_a_mode_per_bundle():
     assert sorted(tool.SHIPPED) == ["drums", "piano"]
     assert (tool.SHIPPED["piano"].mode, tool.SHIPPED["drums"].mode) == ("crossfade", "trigger")
     for name, spec in tool.SHIPPED.items():
-        assert (ROOT / spec.config).is_file() and spec.mode in STREAMING_MODES and spec.title == name and spec.set == name
+        assert (ROOT / spec.config).is_file() and spec.mode in STREAMING_MODES and spec.title == name
+    # The piano is pitch-conditioned: it trains on the note set, which holds every note of its range.
+    assert (tool.SHIPPED["piano"].set, tool.SHIPPED["drums"].set) == ("notes", "drums")
+    piano = load_config(ROOT / tool.SHIPPED["piano"].config)
+    assert piano.data.source == "set:notes" and (piano.model.condition, piano.model.harmonics) == ("pitch+velocity", 16)
 
 
 def test_the_drums_config_is_the_baseline_recipe_on_the_drums_set():

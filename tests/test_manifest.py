@@ -81,8 +81,11 @@ def spectral_manifest(fused: bool = True) -> Manifest:
 
 
 def waveform_manifest() -> Manifest:
-    """The shipped default bundle's manifest: format 1, waveform, crossfade."""
-    return Manifest.read(DEFAULT_BUNDLE / MANIFEST)
+    """A format-1 waveform manifest in crossfade mode: the shipped default bundle's without its pitch condition
+    (the piano is pitch-conditioned, format 5)."""
+    m = Manifest.read(DEFAULT_BUNDLE / MANIFEST)
+    gen = m.graphs["generator"]
+    return replace(m, format_version=1, condition=None, graphs={**m.graphs, "generator": replace(gen, inputs=gen.inputs[:1])})
 
 
 def in_trigger_mode(m: Manifest, version: int) -> dict:
@@ -109,7 +112,8 @@ def reconstruction_manifest() -> Manifest:
 def test_the_default_bundle_loads_and_writes_back_to_the_byte():
     text = (DEFAULT_BUNDLE / MANIFEST).read_text()
     m = Manifest.read(DEFAULT_BUNDLE / MANIFEST)
-    assert (m.format_version, m.kind, m.model.segment, m.model.latent) == (1, "waveform", 16384, Latent(100, "uniform"))
+    assert (m.format_version, m.kind, m.model.segment, m.model.latent) == (5, "waveform", 16384, Latent(100, "uniform"))
+    assert m.condition is not None and (m.condition.kind, m.condition.pitch_range) == ("pitch+velocity", (36, 96))
     assert m.to_json() == json.loads(text)
     assert m.dumps() == text
     assert Manifest.from_json(m.to_json()) == m
