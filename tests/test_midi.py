@@ -16,6 +16,7 @@ import rtmidi
 
 from ganstream.realtime import events as ev
 from ganstream.realtime.control import Controls
+from ganstream.realtime.kit import Kit, Pad
 from ganstream.realtime.latents import LatentSpace
 from ganstream.realtime.midi import MidiError, MidiInput, learn_interactively, list_midi_inputs, match_port, open_midi_api
 from ganstream.realtime.midi_map import MidiMapError, load_midi_map, parse_midi_map
@@ -218,6 +219,32 @@ def test_notes_trigger_and_release(jack_server, controls):
             ev.NoteOff(60),
             ev.NoteOff(62),
         ]
+
+
+def test_learn_binds_a_controller_s_pad_to_a_kit_pad_and_saves_it(jack_server, controls, tmp_path):
+    """`pad/36`: the next note the controller plays becomes kit pad 36 (this hit already plays it), and the map
+    keeps it as `pads:`; a pad the kit lacks, or a session without a kit, is refused with the reason."""
+    with wired(controls, parse_midi_map(MAP, "map.yaml"), map_path=tmp_path / "pads.yaml") as (midi, out):
+        with pytest.raises(MidiMapError, match=r"^MIDI learn: target pad/36: this session has no kit"):
+            midi.learn("pad/36")
+        controls.kit = Kit("two pads", {n: Pad(n, name, controls.space.seed_latent(n)) for n, name in ((36, "kick"), (38, "snare"))})
+        with pytest.raises(MidiMapError, match=r"^MIDI learn: target pad/40: the kit has no pad on note 40 \(pads: 36, 38\)$"):
+            midi.learn("pad/40")
+        learned = []
+        midi.learn("pad/36", learned.append)
+        out.send(cc(70, 127))  # a knob moved meanwhile is not what pad learn waits for
+        out.send(mido.Message("note_on", note=60, velocity=127, channel=9))
+        out.send(mido.Message("note_off", note=60, channel=9))
+        out.send(mido.Message("note_on", note=60, velocity=64, channel=9))
+        out.send(mido.Message("note_on", note=62, velocity=64, channel=9))  # not learned: itself
+        settle(midi, out, 5)
+        wait_for(lambda: learned)
+        assert (learned[0].note, learned[0].pad, learned[0].target) == (60, 36, "pad/36") and midi.learning is None
+        notes = [c.event for c in drained(controls) if isinstance(c.event, (ev.NoteOn, ev.NoteOff))]
+        assert notes == [ev.NoteOn(1.0, 36), ev.NoteOff(36), ev.NoteOn(pytest.approx(64 / 127), 36), ev.NoteOn(pytest.approx(64 / 127), 62)]
+        saved = midi.save_map()
+    assert "pads:\n- {note: 60, pad: 36}\n" in saved.read_text()
+    assert load_midi_map(saved).note_for(60) == 36 and load_midi_map(saved).note_for(61) == 61
 
 
 def test_program_change_recalls_the_nth_preset_and_a_cc_can_recall_one(jack_server, controls):
