@@ -137,3 +137,26 @@ def _release_portaudio() -> None:
     if sd is not None:
         while sd._initialized:
             sd._terminate()
+
+
+def open_engine_midi(engine: subprocess.Popen, sender, midi_name: str, deadline: float) -> None:
+    """Open the rtmidi output `sender` to the virtual MIDI port `midi_name` of a `ganstream play` process once it
+    appears. Before any recorder exists: python-rtmidi holds the GIL through its JACK calls, which a recorder's
+    JACK callbacks wait on (a hang once in ten runs)."""
+    ports: list[int] = []
+    while not ports:
+        assert engine.poll() is None, engine.stdout.read()
+        assert time.monotonic() < deadline, "the engine's MIDI port did not appear within 30 s"
+        ports = [i for i, name in enumerate(sender.get_ports()) if midi_name in name]
+        time.sleep(0.1)
+    sender.open_port(ports[0], "out")
+
+
+def connect_recorder(engine: subprocess.Popen, rec, deadline: float) -> None:
+    """Connect the recorder `rec` (test_live_jack.Recorder) to the engine's first audio port once it appears."""
+    while not rec.engine_ports():
+        assert engine.poll() is None, engine.stdout.read()
+        assert time.monotonic() < deadline, "the engine's audio ports did not appear within 30 s"
+        time.sleep(0.1)
+    time.sleep(0.2)
+    rec.client.connect(rec.engine_ports()[0], rec.port)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from bundle_factory import make_bundle, read_manifest, rehash, write_manifest
-from jack_fixtures import RATE, stop
+from jack_fixtures import RATE, connect_recorder, open_engine_midi, stop
 from test_engine import play
 from test_transpose import cents, fft_peak_hz, voices
 
@@ -333,20 +333,9 @@ def test_play_on_jack_follows_notes_from_a_jack_midi_port(jack_server, tmp_path)
     rec = None
     try:
         deadline = time.monotonic() + 30
-        ports: list[int] = []
-        while not ports:
-            assert engine.poll() is None, engine.stdout.read()
-            assert time.monotonic() < deadline, "the engine's MIDI port did not appear within 30 s"
-            ports = [i for i, name in enumerate(sender.get_ports()) if midi_name in name]
-            time.sleep(0.1)
-        sender.open_port(ports[0], "out")
+        open_engine_midi(engine, sender, midi_name, deadline)
         rec = Recorder(str(jack_server), 40.0)
-        while not rec.engine_ports():
-            assert engine.poll() is None, engine.stdout.read()
-            assert time.monotonic() < deadline, "the engine's audio ports did not appear within 30 s"
-            time.sleep(0.1)
-        time.sleep(0.2)
-        rec.client.connect(rec.engine_ports()[0], rec.port)
+        connect_recorder(engine, rec, deadline)
 
         def key(out, note: int) -> None:  # a key pressed for 0.1 s at velocity 100
             out.send_message([0x90, note, 100])
