@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval-reconstruction": ("ganstream.evaluation.recon_eval", "main", "compare Griffin-Lim, PGHI and a reconstruction network on held-out audio"),
     "export": ("ganstream.export.cli", "main", "export a training run to an ONNX bundle"),
     "kit": ("ganstream.export.kit", "main", "pick a General MIDI drum kit from a bundle's sounds by audio descriptors"),
+    "invert": ("ganstream.export.invert", "main", "find the latent whose sound is nearest a sample, and save it as a preset"),
     "render": ("ganstream.realtime.cli", "render_main", "render endless audio from a bundle to a WAV or FLAC file"),
     "play": ("ganstream.realtime.cli", "play_main", "play a bundle live on a sound device, controlled by OSC and MIDI"),
     "devices": ("ganstream.realtime.cli", "devices_main", "list the audio output devices"),

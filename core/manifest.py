@@ -66,6 +66,11 @@ ROOT_NOTE_RANGE = (0.0, 127.0)  # MIDI note numbers; fractions are cents between
 # it says CONDITION_VERSION and such a reader asks for an upgrade.
 CONDITION_KINDS = {"pitch": 1, "pitch+velocity": 2}  # condition.kind -> the columns of its input
 CONDITION_INPUT = "condition"  # the generator graph's second input: (batch, C) MIDI pitch [, velocity in 0..1]
+# `encoder` (an ONNX graph from a segment of audio to the latent that regenerates it: `ganstream invert`,
+# /ganstream/invert) is optional and version-free like `streaming.kit`: a reader that ignores it plays the
+# bundle as before, and checks the file's sha256 with the others.
+ENCODER_INPUT = "audio"  # (batch, model.segment) samples at model.sample_rate
+ENCODER_OUTPUTS = ("latent", CONDITION_INPUT)  # (batch, D), then for a conditioned bundle (batch, C) its estimated condition
 # model.kind -> (graph roles it may have, roles it must have)
 ROLES = {
     "waveform": (("generator",), ("generator",)),
@@ -513,6 +518,7 @@ class Manifest:
     files: dict[str, FileEntry]  # every file but manifest.json
     provenance: dict[str, Any]
     condition: Condition | None = None  # a conditioned generator's (format version 5)
+    encoder: Graph | None = None  # audio -> latent (and condition), any version
 
     @property
     def kind(self) -> str:
@@ -580,8 +586,15 @@ class Manifest:
             if version < needs:
                 mode = streaming.mode
                 f.fail("streaming.mode", f"is {json_brief(mode)}, which format version {version} does not have: {mode} needs format version {needs}")
+        encoder = None
+        if data.get("encoder") is not None:
+            if model.kind == "reconstruction":
+                f.fail("encoder", "must be null in a reconstruction bundle (it has no generator to invert)")
+            encoder = Graph.from_json(data["encoder"], file, "encoder")
+            _listed(encoder.file, files, f, "encoder.file", " (so its sha256 cannot be checked)")
+            _check_encoder(encoder, model, f, condition)
         provenance = f.section(data, "provenance")
-        return cls(version, name, model, graphs, spectral, controls, streaming, files, provenance, condition)
+        return cls(version, name, model, graphs, spectral, controls, streaming, files, provenance, condition, encoder)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -597,6 +610,7 @@ class Manifest:
             "provenance": self.provenance,
             # Only where there is one: bundles of versions 1 to 4 write the bytes they wrote before it existed.
             **({"condition": self.condition.to_json()} if self.condition is not None else {}),
+            **({"encoder": self.encoder.to_json()} if self.encoder is not None else {}),
         }
 
     def dumps(self) -> str:
@@ -719,6 +733,24 @@ def _check_signatures(graphs: dict[str, Graph], model: Model, spectral: Spectral
     for role in ("fused",) if spectral is not None else ("generator",):
         if role in graphs:
             _latent_to_audio(graphs[role], role, f, model, condition)
+
+
+def _check_encoder(enc: Graph, model: Model, f: _Fields, condition: Condition | None) -> None:
+    """`encoder`: one input, "audio" (batch, segment); outputs "latent" (batch, D), and "condition" (batch, C)
+    exactly when the bundle is conditioned."""
+    if len(enc.inputs) != 1 or enc.inputs[0].name != ENCODER_INPUT:
+        f.fail("encoder.inputs", f"must list one input, {ENCODER_INPUT!r}, got {json_brief([s.name for s in enc.inputs])}")
+    if list(enc.inputs[0].shape) != [BATCH, model.segment]:
+        f.fail("encoder.inputs[0].shape", f"is {json_brief(list(enc.inputs[0].shape))} but must be {json_brief([BATCH, model.segment])}: "
+                                          "a segment of audio, of `model.segment` samples")
+    want = ENCODER_OUTPUTS[: 2 if condition is not None else 1]
+    if tuple(s.name for s in enc.outputs) != want:
+        why = " (the manifest has a `condition`)" if condition is not None else ""
+        f.fail("encoder.outputs", f"must list {json_brief(list(want))}{why}, got {json_brief([s.name for s in enc.outputs])}")
+    shapes = [[BATCH, model.latent.size]] + ([[BATCH, condition.columns]] if condition is not None else [])
+    for i, (spec, shape) in enumerate(zip(enc.outputs, shapes)):
+        if list(spec.shape) != shape:
+            f.fail(f"encoder.outputs[{i}].shape", f"is {json_brief(list(spec.shape))} but must be {json_brief(shape)}")
 
 
 def _condition_input(gen: Graph, role: str, f: _Fields, condition: Condition | None) -> None:

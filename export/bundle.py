@@ -223,6 +223,7 @@ def export_run(
     extra_provenance: Mapping[str, Any] | None = None,
     reconstruction: str | None = None,
     root_note: float | None = None,
+    encoder: bool | Any = False,
 ) -> Path:
     """Exports a run's checkpoint to the bundle directory `out` (and `out`.zip with `make_zip`); returns `out`.
 
@@ -237,6 +238,8 @@ def export_run(
     for segments of a quarter second or more, texture for shorter ones.
     extra_provenance: informational keys added to the manifest's `provenance` (JSON values; not PROVENANCE_KEYS).
     root_note: the bundle's `streaming.root_note` (a MIDI note); None: estimated from generated clips.
+    encoder: True (or an EncoderConfig) trains an encoder for `ganstream invert` and writes it into the bundle
+    (export/encoder.py; waveform GANs).
     Raises ExportError (or training's CheckpointError / ConfigError) with the file and the problem.
     """
     say = log or (lambda _msg: None)
@@ -282,8 +285,12 @@ def export_run(
             option = "--vocoder" if vocoder is not None else "--reconstruction"
             raise ExportError(f"{run_dir}: {cfg.model.kind} generates audio; {option} is for spectral GAN runs")
         fill = lambda tmp: waveform_manifest(generator, cfg, state, tmp, out, name, provenance, options, controls, say, mode, root_note)  # noqa: E731
+        if encoder:
+            fill = with_encoder(fill, generator, cfg, out, options, say, None if encoder is True else encoder)
         return write_bundle(out, fill, zip_out, say)
 
+    if encoder:
+        raise ExportError(f"{run_dir}: --encoder: encoders are trained for waveform GANs so far ({cfg.model.kind} generates spectrograms)")
     if vocoder is None and phase is None:
         raise ExportError(
             f"{run_dir}: {cfg.model.kind} generates spectrograms; name the reconstruction network with --vocoder VOCODER_RUN, "
@@ -332,6 +339,21 @@ def _provenance(cfg: Any, state: dict[str, Any], given: dict[str, Any]) -> dict[
         "command": given["command"],
         **given.get("extra", {}),
     }
+
+
+def with_encoder(
+    fill: Callable[[Path], Manifest], generator: Any, cfg: Any, out: Path, options: dict[str, Any], say: Callable[[str], None], encoder_cfg: Any = None,
+) -> Callable[[Path], Manifest]:
+    """`fill`, then an encoder trained for `generator` (export/encoder.py) in the same bundle, declared in `encoder`
+    with its training summary in `provenance.encoder`."""
+    from .encoder import encoder_graph
+
+    def fill_with_encoder(tmp: Path) -> Manifest:
+        manifest = fill(tmp)
+        graph, summary = encoder_graph(generator, cfg, tmp, out, options, say, encoder_cfg)
+        return replace(manifest, encoder=graph, provenance={**manifest.provenance, "encoder": summary})
+
+    return fill_with_encoder
 
 
 def write_bundle(out: Path, fill: Callable[[Path], Manifest], zip_out: Path | None = None, say: Callable[[str], None] = lambda _m: None) -> Path:

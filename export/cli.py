@@ -18,6 +18,7 @@ from ganstream.core.pitch import parse_note
 from ganstream.training.checkpoint import CheckpointError
 from ganstream.training.config import ConfigError
 from ganstream.training.models import UnknownModelKind
+from ganstream.training.models.encoder import EncoderConfig
 
 from .bundle import DEFAULT_GL_ITERATIONS, export_run
 from .controls import DEFAULT_K
@@ -59,8 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
         f"segment (default {DEFAULT_GL_ITERATIONS}), or by PGHI",
     )
     p.add_argument("--vocoder-checkpoint", default="latest", metavar="latest|PATH", help="which checkpoint of the vocoder run (default: latest)")
+    p.add_argument(
+        "--encoder", action="store_true",
+        help="also train an encoder (audio -> latent) for `ganstream invert` and /ganstream/invert, and ship it in the bundle (waveform GANs; a few CPU-minutes)",
+    )
+    p.add_argument("--encoder-steps", type=int, default=None, metavar="N",
+                   help="the encoder's training steps on generated audio (default 2000); a fifth as many follow on the run's real clips")
     p.add_argument("--fused", action="store_true", help="spectral bundles: also write generator and vocoder as one graph (not faster; for hosts that run one graph)")
     return p
+
+
+def _encoder_option(args: argparse.Namespace) -> bool | EncoderConfig:
+    if not args.encoder:
+        if args.encoder_steps is not None:
+            raise ExportError("--encoder-steps goes with --encoder")
+        return False
+    if args.encoder_steps is None:
+        return True
+    if args.encoder_steps < 0:
+        raise ExportError(f"--encoder-steps: 0 or more, not {args.encoder_steps}")
+    return EncoderConfig(generated_steps=args.encoder_steps, real_steps=args.encoder_steps // 5, seed=args.seed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             mode=args.mode,
             reconstruction=args.reconstruction,
             root_note=root_note,
+            encoder=_encoder_option(args),
         )
     except ParityError as e:
         # The graph written computes something else than the generator: the export failed, not the user's input (exit 1).

@@ -83,6 +83,7 @@ class GraphSpec:
     file: Path  # absolute path of the ONNX file
     entry: Graph  # graphs.<role> as the manifest declares it
     label: str  # how errors name the file
+    where: str = ""  # the manifest's field that declares it: graphs.<role>, or "encoder"
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -110,7 +111,7 @@ class GraphSpec:
             ("inputs", self.inputs, session.get_inputs()),
             ("outputs", self.outputs, session.get_outputs()),
         ):
-            where = f"graphs.{self.role}.{side}"
+            where = f"{self.where or f'graphs.{self.role}'}.{side}"
             if len(actual) != len(declared):
                 self._fail(
                     f"the graph has {len(actual)} {side} ({', '.join(a.name for a in actual)}), "
@@ -201,6 +202,7 @@ class Bundle:
     graphs: dict[str, GraphSpec]
     controls: np.ndarray | None  # (n, D) float32, read-only
     spectral: SpectralSpec | None = None  # spectral bundles only
+    encoder: GraphSpec | None = None  # audio -> latent (manifest `encoder`), where the bundle has one
 
     def __repr__(self) -> str:
         return (
@@ -338,11 +340,17 @@ def load_bundle(
     """
     source, directory, raw, spec = _open(resolve_bundle(path), cache_dir, PLAYABLE)
     graphs = _check_files(source, directory, spec, verify)
+    encoder = None
+    if spec.encoder is not None:
+        encoder = GraphSpec(role="encoder", file=directory / spec.encoder.file, entry=spec.encoder,
+                            label=_label(source, spec.encoder.file), where="encoder")
+        if verify:
+            encoder.check_session(_open_for_check(encoder))
     controls = None
     if spec.controls is not None:
         controls = _controls(spec, source, directory)
     spectral = _spectral_norm(spec, source, directory) if spec.spectral is not None else None
-    return Bundle(path=directory, source=source, manifest=raw, spec=spec, graphs=graphs, controls=controls, spectral=spectral)
+    return Bundle(path=directory, source=source, manifest=raw, spec=spec, graphs=graphs, controls=controls, spectral=spectral, encoder=encoder)
 
 
 def load_reconstruction(

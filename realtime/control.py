@@ -197,7 +197,7 @@ class Controls:
             preset = {"latent": self._latent.copy(), "macros": {m: self._macros.get(m, 0.0) for m in self.macro_names}}
             presets = {**self._presets, name: preset}
             if self.presets_path is not None:
-                self._write_presets(presets)
+                write_presets(self.presets_path, presets)
             self._presets = presets
 
     def load_preset(self, name: str) -> None:
@@ -418,21 +418,25 @@ class Controls:
         except AutomationError as e:
             raise ControlError(f"presets file: {e}") from None
 
-    def _write_presets(self, presets: Mapping[str, dict]) -> None:
-        doc = {
-            "presets": {
-                name: {
-                    **({"latent": [float(v) for v in p["latent"]]} if p["latent"] is not None else {}),
-                    "macros": {k: float(v) for k, v in p["macros"].items()},
-                }
-                for name, p in sorted(presets.items())
+
+def write_presets(path: str | os.PathLike, presets: Mapping[str, Mapping]) -> None:
+    """Write `presets` (name -> {"latent": (D,) or None, "macros": {name: value}}, as `load_presets` gives them)
+    to the JSON file `path`, sorted by name, atomically (a temporary file beside it, then renamed over it);
+    ControlError naming the file if it cannot be written. `ganstream invert` writes its presets here too."""
+    doc = {
+        "presets": {
+            name: {
+                **({"latent": [float(v) for v in p["latent"]]} if p["latent"] is not None else {}),
+                "macros": {k: float(v) for k, v in p["macros"].items()},
             }
+            for name, p in sorted(presets.items())
         }
-        path = self.presets_path
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-            os.replace(tmp, path)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise ControlError(f"preset: cannot write {path}: {e.strerror or e}") from None
+    }
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ControlError(f"preset: cannot write {path}: {e.strerror or e}") from None

@@ -12,6 +12,13 @@ smoothly on z (amplitude and phase of each harmonic), every segment loops withou
 click, and |audio| <= 0.9 always. Streaming and render tests can rely on a click only
 ever coming from how segments are joined.
 
+`encoder=True` adds the manifest's optional `encoder` (encoder.onnx, `encoder_model`): the exact
+inverse of that generator. S's rows are orthogonal (sines and cosines of distinct whole numbers
+of cycles, all below segment / 2), so the coefficients are c = audio @ S.T / diag(S S.T), and
+z = atanh(c) @ pinv(W) recovers z exactly because W (D, 2H) has rank D: that needs D <= 2H = 16
+(the default D = 8 is). A larger D gives the least-squares latent, not the one that made the audio.
+`encoder_bias` is added to every latent it outputs: an imperfect encoder that refinement must beat.
+
 The signature of make_bundle is stable: other test files call it; add keyword arguments
 at the end, never reorder or rename.
 """
@@ -48,6 +55,8 @@ BASE_HZ = 110.0
 PEAK = 0.9
 OPSET = 17
 IR_VERSION = 8  # readable by every onnxruntime >= 1.10
+ENCODER_FILE = "encoder.onnx"
+CLIP = 0.999999  # the encoders clip a tanh's value here before atanh, so any audio gives a finite latent
 CONTROL_ITEMS = (
     {"name": "pc1", "kind": "principal", "explained_variance": 0.31},
     {"name": "pc2", "kind": "principal", "explained_variance": 0.17},
@@ -68,19 +77,24 @@ def make_bundle(
     dtype: str = "float32",
     name: str = "test",
     streaming: Mapping[str, Any] | None = None,
+    encoder: bool = False,
+    encoder_bias: float = 0.0,
 ) -> Path:
     """Write a valid bundle into `directory` (created) and return it.
 
     dtype "float16" makes an fp16 bundle: float16 weights, input and output.
     controls=True writes controls.npy with pc1, pc2, pc3, brightness and loudness;
     False writes `"controls": null`. streaming: fields to override in the manifest's
-    `streaming` section (e.g. {"mode": "texture"}).
+    `streaming` section (e.g. {"mode": "texture"}). encoder=True writes encoder.onnx (float32, whatever
+    `dtype`), the generator's inverse plus `encoder_bias` (module docstring), and declares it.
     """
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     onnx.save(generator_model(segment, sample_rate, latent_size, dtype), directory / "generator.onnx")
+    if encoder:
+        onnx.save(encoder_model(segment, sample_rate, latent_size, encoder_bias), directory / ENCODER_FILE)
 
     controls_entry = None
     if controls:
@@ -117,6 +131,7 @@ def make_bundle(
         controls=controls_entry,
         streaming=replace(settings, **(streaming or {})),
         files={},
+        encoder=encoder_graph(segment, latent_size) if encoder else None,
         provenance={
             "run_name": name,
             "config_hash": "00000000",
@@ -191,6 +206,51 @@ def generator_model(segment: int, sample_rate: int, latent_size: int, dtype: str
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model)
     return model
+
+
+def _onnx_model(nodes: list, name: str, inputs: list, outputs: list, inits: list) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, name, inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="ganstream-tests")
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    return model
+
+
+def encoder_graph(segment: int, latent_size: int, condition_columns: int = 0) -> Graph:
+    """The manifest's `encoder` entry: audio (batch, segment) -> latent (batch, D) [, condition (batch, C)]."""
+    outputs = (TensorSpec("latent", ("batch", latent_size)),)
+    if condition_columns:
+        outputs += (TensorSpec(CONDITION_INPUT, ("batch", condition_columns)),)
+    return Graph(ENCODER_FILE, (TensorSpec("audio", ("batch", segment)),), outputs, "fp32", OPSET, 0.0)
+
+
+def encoder_model(segment: int, sample_rate: int, latent_size: int, bias: float = 0.0) -> onnx.ModelProto:
+    """The inverse of `generator_model` (float32): audio (batch, segment) -> latent (batch, D), plus `bias`.
+    MatMul by S.T, Mul by 1 / diag(S S.T) (the coefficients), Clip, Atanh, MatMul by pinv(W), Add bias."""
+    w, basis = weights(latent_size, segment, sample_rate)
+    s64 = basis.astype(np.float64)
+    inits = [
+        numpy_helper.from_array(np.ascontiguousarray(basis.T), "St"),  # (segment, 2H)
+        numpy_helper.from_array((1.0 / np.sum(s64 * s64, axis=1)).astype(np.float32)[None, :], "inv_energy"),
+        numpy_helper.from_array(np.array(-CLIP, np.float32), "lo"),
+        numpy_helper.from_array(np.array(CLIP, np.float32), "hi"),
+        numpy_helper.from_array(np.linalg.pinv(w.astype(np.float64)).astype(np.float32), "Wpinv"),  # (2H, D)
+        numpy_helper.from_array(np.full((1, latent_size), bias, np.float32), "bias"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["audio", "St"], ["dot"]),
+        helper.make_node("Mul", ["dot", "inv_energy"], ["coef"]),
+        helper.make_node("Clip", ["coef", "lo", "hi"], ["clipped"]),
+        helper.make_node("Atanh", ["clipped"], ["pre"]),
+        helper.make_node("MatMul", ["pre", "Wpinv"], ["z"]),
+        helper.make_node("Add", ["z", "bias"], ["latent"]),
+    ]
+    return _onnx_model(
+        nodes, "harmonic_encoder",
+        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", segment])],
+        [helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["batch", latent_size])],
+        inits,
+    )
 
 
 def control_directions(latent_size: int) -> np.ndarray:
@@ -299,12 +359,15 @@ def make_conditioned_bundle(
     pitch_range: tuple[int, int] = (48, 72),
     kind: str = "pitch+velocity",
     mode: str = "crossfade",
+    encoder: bool = False,
+    encoder_bias: float = 0.0,
 ) -> Path:
     """Write a valid pitch-conditioned bundle (format version 5, docs/bundle.md "Pitch-conditioned bundles")
     into `directory` (created) and return it. Its generator takes z (batch, D) and condition (batch, C), C = 1
     for kind "pitch" and 2 for "pitch+velocity", and makes a sine at the pitch (conditioned_audio): what a
     voice sounds at can be measured exactly. `condition.histogram` counts every note of `pitch_range` once;
-    no controls; `streaming.mode` is `mode`, with make_bundle's other streaming settings."""
+    no controls; `streaming.mode` is `mode`, with make_bundle's other streaming settings. encoder=True
+    writes and declares encoder.onnx (`conditioned_encoder_model`, its latent plus `encoder_bias`)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     condition = Condition(
@@ -314,6 +377,9 @@ def make_conditioned_bundle(
         f"test sines, pitch {pitch_range[0]}-{pitch_range[1]}",
     )
     onnx.save(conditioned_generator_model(segment, sample_rate, latent_size, condition.columns), directory / "generator.onnx")
+    if encoder:
+        model = conditioned_encoder_model(segment, sample_rate, latent_size, condition.columns, condition.pitch_range, encoder_bias)
+        onnx.save(model, directory / ENCODER_FILE)
     manifest = Manifest(
         format_version=lowest_version("waveform", mode, conditioned=True),
         name="test-conditioned",
@@ -350,6 +416,54 @@ def make_conditioned_bundle(
             "command": "tests/bundle_factory.py make_conditioned_bundle",
         },
         condition=condition,
+        encoder=encoder_graph(segment, latent_size, condition.columns) if encoder else None,
     )
     (directory / "manifest.json").write_text(manifest.dumps())
     return rehash(directory)
+
+
+def conditioned_encoder_model(
+    segment: int, sample_rate: int, latent_size: int, columns: int, pitch_range: tuple[int, int], bias: float = 0.0
+) -> onnx.ModelProto:
+    """The inverse of `conditioned_generator_model` for whole notes of `pitch_range`: audio (batch, segment) ->
+    latent (batch, D), condition (batch, C). Each note's sine (phase 0) normalised by its energy gives, by
+    MatMul, the amplitude of that note in the audio; the pitch is the ArgMax (plus the range's low note), the
+    amplitude its value, z0 = atanh((amplitude - 0.4) / 0.1) and the other latent columns 0 (the generator
+    ignores them), all plus `bias`; velocity is 1 (the generator ignores it too)."""
+    low, high = int(pitch_range[0]), int(pitch_range[1])
+    n = np.arange(segment)
+    hz = 440.0 * 2.0 ** ((np.arange(low, high + 1) - 69.0) / 12.0)
+    sines = np.sin(2.0 * np.pi * hz[None, :] / sample_rate * n[:, None])  # (segment, notes)
+    bank = (sines / np.sum(sines * sines, axis=0, keepdims=True)).astype(np.float32)
+    first = np.zeros((1, latent_size), np.float32)
+    first[0, 0] = 1.0
+    f32 = lambda name, value: numpy_helper.from_array(np.asarray(value, dtype=np.float32), name)  # noqa: E731
+    inits = [
+        f32("bank", bank), f32("a04", 0.4), f32("inv01", 10.0), f32("lo", -CLIP), f32("hi", CLIP), f32("first", first),
+        f32("bias", np.full((1, latent_size), bias)), f32("low", float(low)),
+        f32("pitch_col", [[1.0, 0.0][:columns]]), f32("velocity_col", [[0.0, 1.0][:columns]]),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["audio", "bank"], ["amps"]),  # (B, notes)
+        helper.make_node("ArgMax", ["amps"], ["index"], axis=1, keepdims=1),  # (B, 1) int64
+        helper.make_node("Cast", ["index"], ["index_f"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["index_f", "low"], ["pitch"]),
+        helper.make_node("ReduceMax", ["amps"], ["amp"], axes=[1], keepdims=1),  # (B, 1)
+        helper.make_node("Sub", ["amp", "a04"], ["amp_off"]),
+        helper.make_node("Mul", ["amp_off", "inv01"], ["t"]),
+        helper.make_node("Clip", ["t", "lo", "hi"], ["t_clipped"]),
+        helper.make_node("Atanh", ["t_clipped"], ["z0"]),
+        helper.make_node("Mul", ["z0", "first"], ["z"]),  # (B, D): z0, then zeros
+        helper.make_node("Add", ["z", "bias"], ["latent"]),
+        helper.make_node("Mul", ["pitch", "pitch_col"], ["pitch_cols"]),  # (B, C)
+        helper.make_node("Add", ["pitch_cols", "velocity_col"], [CONDITION_INPUT]),
+    ]
+    return _onnx_model(
+        nodes, "conditioned_sine_encoder",
+        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", segment])],
+        [
+            helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["batch", latent_size]),
+            helper.make_tensor_value_info(CONDITION_INPUT, TensorProto.FLOAT, ["batch", columns]),
+        ],
+        inits,
+    )

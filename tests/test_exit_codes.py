@@ -22,6 +22,7 @@ MISSING_FILE = {
     "play": ["MISSING.gsb", "--no-osc", "--seconds", "1"],
     "bench": ["MISSING.gsb"],
     "kit": ["MISSING", "--out", "OUT/kit.yaml"],
+    "invert": ["MISSING", "OUT/s.wav"],
 }
 
 

@@ -22,11 +22,14 @@ from ganstream.core.spectral import (
     mel_filterbank,
     mel_filters,
 )
+from ganstream.core.distance import EPS as DISTANCE_EPS
+from ganstream.core.distance import LOG_FLOOR as DISTANCE_FLOOR
+from ganstream.core.distance import RESOLUTIONS as DISTANCE_RESOLUTIONS
 
 __all__ = [
     "BinNorm", "SpectralParams", "SpectralError", "mel_filterbank", "mel_filters", "mel_pseudo_inverse",
     "window", "stft", "istft", "magnitude", "log_magnitude", "normalise", "denormalise",
-    "dataset_moments",
+    "dataset_moments", "spectral_distance",
 ]
 
 
@@ -149,3 +152,20 @@ def _chunks(data: Any, batch: int, max_segments: int | None) -> Iterable[np.ndar
     else:
         for chunk in data:
             yield np.atleast_2d(chunk)
+
+
+
+def spectral_distance(reference: Tensor, candidates: Tensor, sample_rate: int = 16000) -> Tensor:
+    """core.distance.spectral_distance in torch, differentiable: reference (T,) or (B, T), candidates (B, T) -> (B,).
+
+    The same resolutions, floor and framing (tests hold the two to 1e-3); in the inputs' dtype (float64
+    for `ganstream invert`'s refinement, float32 for training the encoder). sample_rate: only for
+    SpectralParams (the resolutions are in samples)."""
+    total = candidates.new_zeros(candidates.shape[0])
+    for n_fft, hop in DISTANCE_RESOLUTIONS:
+        p = SpectralParams(sample_rate=sample_rate, n_fft=n_fft, hop=hop, drop_nyquist=False)
+        r, c = magnitude(reference, p), magnitude(candidates, p)
+        sc = torch.linalg.vector_norm(c - r, dim=(-2, -1)) / (torch.linalg.vector_norm(r, dim=(-2, -1)) + DISTANCE_EPS)
+        log_l1 = (torch.log(r + DISTANCE_FLOOR) - torch.log(c + DISTANCE_FLOOR)).abs().mean(dim=(-2, -1))
+        total = total + sc + log_l1
+    return total / len(DISTANCE_RESOLUTIONS)

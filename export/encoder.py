@@ -1,0 +1,72 @@
+"""`ganstream export RUN --encoder`: trains an encoder for the run's generator and writes it into the bundle.
+
+The encoder (training/models/encoder.py, trained by training/encoder_train.py) maps a segment of audio to
+the latent, and for a conditioned GAN the condition, that regenerates it; `ganstream invert` and
+/ganstream/invert start from it. It is exported like the generator: traced to ONNX, checked against
+PyTorch on the generator's own samples (ParityError above the precision's limit), and declared in the
+manifest's optional `encoder` section (core/manifest.py), which readers without it ignore.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ganstream.core.manifest import CONDITION_INPUT, ENCODER_INPUT, ENCODER_OUTPUTS, Graph
+from ganstream.training.data.dataset import load_dataset
+from ganstream.training.encoder_train import train_encoder
+from ganstream.training.models import condition_size, sample_latents
+from ganstream.training.models.encoder import EncoderConfig
+
+from .onnx import PARITY_ITEMS, TensorSpec, export_graph
+
+ENCODER_FILE = "encoder.onnx"
+MAX_REAL_CLIPS = 2048  # real training segments phase 2 draws from (memory: 2048 one-second clips are 134 MB)
+
+
+def real_clips(cfg: Any, say: Callable[[str], None]) -> np.ndarray | None:
+    """(N, segment) of the run's training segments, evenly spread; None where the data is not at hand."""
+    try:
+        segs = load_dataset(cfg.data, cfg.model.segment, cfg.run.seed, "train", progress=False)
+    except Exception as e:  # the run's folder moved, or a set not built here: phase 2 is skipped, not the export
+        say(f"encoder: the run's training audio is not at hand ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            "training on generated segments only")
+        return None
+    n = min(len(segs), MAX_REAL_CLIPS)
+    if n == 0:
+        return None
+    return segs.batch(np.linspace(0, len(segs) - 1, n).astype(np.int64), 0)
+
+
+def encoder_graph(
+    generator: nn.Module, cfg: Any, tmp: Path, out: Path, options: dict[str, Any], say: Callable[[str], None],
+    encoder_cfg: EncoderConfig | None = None, real: np.ndarray | None | bool = True,
+) -> tuple[Graph, dict[str, Any]]:
+    """Trains the encoder of `generator` ((B, D [+ C]) -> (B, segment) audio) and writes tmp/encoder.onnx;
+    returns its manifest entry and a summary for the provenance. real: True loads the run's training
+    clips, an array gives them, None or False trains on generated segments only."""
+    enc_cfg = encoder_cfg or EncoderConfig(seed=options.get("seed", 0))
+    clips = real_clips(cfg, say) if real is True else (real if isinstance(real, np.ndarray) else None)
+    rate = cfg.data.sample_rate
+    encoder, summary = train_encoder(generator, cfg.model, rate, enc_cfg, clips, say)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        rows = sample_latents(cfg.model, PARITY_ITEMS, torch.Generator().manual_seed(options.get("seed", 0) + 1))
+        audio = generator.eval()(rows).reshape(PARITY_ITEMS, -1)
+    d, c = cfg.model.latent_dim, condition_size(cfg.model)
+    outputs = [TensorSpec(ENCODER_OUTPUTS[0], ("batch", d))] + ([TensorSpec(CONDITION_INPUT, ("batch", c))] if c else [])
+    entry = export_graph(
+        encoder, (audio[:2],), [TensorSpec(ENCODER_INPUT, ("batch", cfg.model.segment))], outputs, tmp / ENCODER_FILE,
+        opset=options.get("opset", 17), fp16=options.get("fp16", False), parity_inputs=(audio,), label=str(out / ENCODER_FILE),
+    )
+    graph = Graph.from_json(entry, str(out / "manifest.json"), "encoder")
+    say(f"encoder: {graph.precision}, parity max abs error {graph.parity_max_abs_error:.3g} over {PARITY_ITEMS} generated segments, "
+        f"trained in {summary['seconds']:.0f} s, exported in {time.perf_counter() - t0:.1f} s")
+    summary["config"] = asdict(enc_cfg)
+    return graph, summary

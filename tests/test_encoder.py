@@ -1,0 +1,143 @@
+"""The encoder (training/models/encoder.py), its training (training/encoder_train.py) and `ganstream export --encoder`.
+
+Tiny sizes: a WaveGAN of width 2 (conftest's tiny_run) and an encoder of a few channels trained a few
+dozen steps. What is asserted are shapes, ranges, that training moves the encoder towards the latents
+it should find (a trend, with a wide margin), parity of the exported graph and what the bundle says.
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from ganstream.main import main as ganstream
+from ganstream.realtime.bundle import load_bundle
+from ganstream.training.checkpoint import load_generator
+from ganstream.training.config import load_config
+from ganstream.training.encoder_train import train_encoder
+from ganstream.training.models import build_generator, sample_latents
+from ganstream.training.models.encoder import Encoder, EncoderConfig
+from ganstream.training.spectral import spectral_distance
+
+TINY = dict(n_fft=256, hop=128, mels=16, width=8, depth=2, hidden=32, pool=64, batch=16, spectral_batch=4)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_encoder_shapes_and_ranges():
+    enc = Encoder(EncoderConfig(**TINY), 16000, 4096, 8, "uniform").eval()
+    z = enc(torch.randn(3, 4096) * 0.3)
+    assert z.shape == (3, 8)
+    assert float(z.detach().abs().max()) <= 1.0  # a uniform GAN's latents lie in [-1, 1]
+    normal = Encoder(EncoderConfig(**TINY), 16000, 4096, 8, "normal").eval()
+    torch.nn.init.constant_(normal.latent.bias, 5.0)
+    assert float(normal(torch.randn(2, 4096)).min()) > 1.0  # no squashing for normal latents
+
+
+def test_conditioned_encoder_estimates_pitch_and_velocity():
+    enc = Encoder(EncoderConfig(**TINY), 16000, 4096, 8, "uniform", condition_columns=2).eval()
+    z, c = enc(torch.randn(4, 4096) * 0.3)
+    assert z.shape == (4, 8) and c.shape == (4, 2)
+    assert torch.all((c[:, 1] >= 0) & (c[:, 1] <= 1))  # velocity through a sigmoid
+    assert torch.all((c[:, 0] > 20) & (c[:, 0] < 100))  # untrained, the pitch sits near C4
+
+
+def test_too_deep_an_encoder_is_refused():
+    with pytest.raises(ValueError, match="depth 8 leaves no frame"):
+        Encoder(EncoderConfig(**{**TINY, "depth": 8}), 16000, 4096, 8, "uniform")
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        EncoderConfig(lr=0).validate()
+
+
+class Harmonics(torch.nn.Module):
+    """(B, 8) -> (B, 4096): eight partials whose amplitudes are tanh of a fixed mix of the latent, a
+    generator whose latent the audio determines (an untrained GAN's barely does)."""
+
+    def __init__(self):
+        super().__init__()
+        t = torch.arange(4096) / 16000
+        self.register_buffer("partials", torch.stack([torch.sin(2 * torch.pi * 250 * (k + 1) * t) for k in range(8)]))
+        self.register_buffer("mix", torch.linalg.qr(torch.randn(8, 8, generator=torch.Generator().manual_seed(0)))[0])
+
+    def forward(self, z):
+        return (0.5 + 0.4 * torch.tanh(z @ self.mix)) @ self.partials / 8
+
+
+def test_training_moves_the_encoder_towards_the_latents():
+    cfg = SimpleNamespace(latent_dim=8, latent_dist="uniform", segment=4096, condition="none")
+    gen = Harmonics()
+    rows = sample_latents(cfg, 64, torch.Generator().manual_seed(7))  # not the pool's: held out
+    with torch.no_grad():
+        audio = gen(rows)
+
+    def latent_error(enc: Encoder) -> float:
+        with torch.no_grad():
+            return float(torch.mean((enc(audio) - rows) ** 2))
+
+    untrained = Encoder(EncoderConfig(**TINY), 16000, 4096, 8, "uniform")
+    untrained.set_statistics(audio)
+    before = latent_error(untrained.eval())
+    enc, summary = train_encoder(gen, cfg, 16000, EncoderConfig(**{**TINY, "pool": 512, "lr": 3e-3}, generated_steps=300, real_steps=0, spectral_every=50))
+    after = latent_error(enc)
+    assert after < 0.5 * before, (before, after)
+    assert summary["generated"]["steps"] == 300 and summary["real"]["steps"] == 0
+    assert all(p.requires_grad for p in gen.parameters())  # the generator is handed back as it came
+
+
+def test_real_phase_uses_real_clips_and_keeps_the_generator_frozen():
+    cfg = load_config(None, ["model.width=2", "model.latent_dim=8"])
+    gen = build_generator(cfg.model).eval()
+    before = [p.detach().clone() for p in gen.parameters()]
+    real = np.random.default_rng(0).standard_normal((6, cfg.model.segment)).astype(np.float32) * 0.1
+    _, summary = train_encoder(gen, cfg.model, cfg.data.sample_rate, EncoderConfig(**TINY, generated_steps=2, real_steps=3))
+    assert summary["real"]["steps"] == 0  # no clips given: no real phase
+    _, summary = train_encoder(gen, cfg.model, cfg.data.sample_rate, EncoderConfig(**TINY, generated_steps=2, real_steps=3), real)
+    assert summary["real"] == {"steps": 3, "clips": 6, "spectral_distance": pytest.approx(summary["real"]["spectral_distance"])}
+    assert np.isfinite(summary["real"]["spectral_distance"])
+    assert all(torch.equal(a, b) for a, b in zip(before, gen.parameters()))
+
+
+def test_torch_distance_is_zero_for_the_same_audio_and_grows_with_difference():
+    x = torch.randn(1, 4096) * 0.3
+    assert float(spectral_distance(x, x)) == pytest.approx(0.0, abs=1e-6)
+    near, far = x + 0.01 * torch.randn(1, 4096), x + 0.3 * torch.randn(1, 4096)
+    assert 0 < float(spectral_distance(x, near)) < float(spectral_distance(x, far))
+
+
+def test_export_with_encoder_writes_a_checked_graph(tiny_run, tmp_path):
+    out = tmp_path / "b.gsb"
+    code = ganstream(["export", str(tiny_run), "-o", str(out), "--controls", "0", "--encoder", "--encoder-steps", "20"])
+    assert code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    enc = manifest["encoder"]
+    assert enc["file"] == "encoder.onnx" and "encoder.onnx" in manifest["files"]
+    assert [t["name"] for t in enc["inputs"]] == ["audio"] and [t["name"] for t in enc["outputs"]] == ["latent"]
+    assert enc["parity_max_abs_error"] <= 1e-4
+    assert manifest["provenance"]["encoder"]["generated"]["steps"] == 20
+    bundle = load_bundle(out)  # verify=True: sha256 and the graph's signature against the manifest
+    assert bundle.encoder is not None and bundle.encoder.inputs[0].shape == ("batch", bundle.segment)
+    # The graph computes what the torch encoder computes: rerun it on generated audio through ONNX Runtime.
+    import onnxruntime as ort
+
+    gen, cfg, _ = load_generator(sorted((tiny_run / "checkpoints").glob("*.pt"))[-1])
+    with torch.no_grad():
+        audio = gen(sample_latents(cfg.model, 2, torch.Generator().manual_seed(0))).reshape(2, -1).numpy()
+    z = ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"]).run(None, {"audio": audio})[0]
+    assert z.shape == (2, bundle.latent_size) and np.all(np.abs(z) <= 1.0)
+
+
+def test_export_encoder_option_errors(tiny_run, tmp_path, capsys):
+    assert ganstream(["export", str(tiny_run), "-o", str(tmp_path / "x"), "--encoder-steps", "5"]) == 2
+    assert "--encoder-steps goes with --encoder" in capsys.readouterr().err
+    assert ganstream(["export", str(tiny_run), "-o", str(tmp_path / "y"), "--encoder", "--encoder-steps", "-1"]) == 2
+    assert "--encoder-steps: 0 or more" in capsys.readouterr().err

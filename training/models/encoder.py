@@ -1,0 +1,124 @@
+"""The encoder: a segment of audio -> the latent (and, for a conditioned GAN, the condition) that regenerates it.
+
+It inverts a trained generator for `ganstream invert` and /ganstream/invert, as DrumGAN's plugin and
+RAVE's encoder let a performer start from a sound of their own. Log-mel frames feed a small strided
+convolutional stack; the frames are computed inside the module from the audio (a fixed-weight STFT,
+`istft.STFT`, and a mel matrix), so the exported graph takes audio and a host needs no DSP of its own.
+
+- Its input is one generator segment, (B, segment) samples: the stack ends in a dense layer over the
+  remaining frames, so where in the segment a sound starts (an onset, a decay) reaches the latent.
+- The latent head matches the GAN's distribution: tanh for uniform latents (their range is [-1, 1]),
+  none for normal ones.
+- A conditioned GAN's condition is estimated beside it: the pitch as a MIDI number (a regression
+  around C4, in octaves) and, for pitch+velocity, the velocity through a sigmoid.
+- The log-mel frames are standardised with per-band statistics measured on the generator's own
+  samples before training (buffers), so the same numbers travel into the exported graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ganstream.core.spectral import mel_filters
+
+from .istft import STFT
+
+PITCH_CENTRE = 60.0  # C4: the pitch head predicts octaves from here
+LOG_FLOOR = 1e-5
+
+
+@dataclass
+class EncoderConfig:
+    """The encoder's shape and how `training/encoder_train.py` trains it (saved in the bundle's provenance)."""
+
+    n_fft: int = 512
+    hop: int = 128
+    mels: int = 64
+    width: int = 64  # channels of the convolutional stack
+    depth: int = 4  # stride-2 convolutions: the frames shrink 2**depth times
+    hidden: int = 256  # the dense layer before the heads
+    # Training: steps on the generator's own samples (latent loss, and the spectral loss of G(E(x)) every
+    # `spectral_every` steps), then steps on the GAN's real training clips (the spectral loss alone).
+    pool: int = 2048  # generated (latent, audio) pairs drawn once and reused: generating costs more than encoding
+    generated_steps: int = 2000
+    spectral_every: int = 4
+    real_steps: int = 400
+    batch: int = 32
+    spectral_batch: int = 8  # batch of the steps that run the generator
+    lr: float = 1e-3
+    latent_weight: float = 1.0
+    spectral_weight: float = 1.0
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.n_fft < 16 or not 1 <= self.hop <= self.n_fft // 2:
+            raise ValueError(f"encoder: n_fft >= 16 and 1 <= hop <= n_fft / 2, got {self.n_fft}, {self.hop}")
+        for name in ("mels", "width", "hidden", "pool", "batch", "spectral_batch", "spectral_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"encoder: {name} must be 1 or more, got {getattr(self, name)}")
+        if self.depth < 0 or self.generated_steps < 0 or self.real_steps < 0:
+            raise ValueError("encoder: depth, generated_steps and real_steps must be 0 or more")
+        if not self.lr > 0:
+            raise ValueError(f"encoder: lr must be > 0, got {self.lr}")
+
+
+class Encoder(nn.Module):
+    """(B, segment) audio -> (B, latent_dim) latent, or (latent, (B, C) condition) for a conditioned GAN."""
+
+    def __init__(self, cfg: EncoderConfig, sample_rate: int, segment: int, latent_dim: int, latent_dist: str, condition_columns: int = 0):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.latent_dist = latent_dist
+        self.condition_columns = condition_columns
+        self.stft = STFT(cfg.n_fft, cfg.hop)
+        self.register_buffer("mel", torch.tensor(np.array(mel_filters(sample_rate, cfg.n_fft, cfg.mels)), dtype=torch.float32))  # (mels, bins)
+        self.register_buffer("band_mean", torch.zeros(cfg.mels, 1))
+        self.register_buffer("band_std", torch.ones(cfg.mels, 1))
+        frames = segment // cfg.hop
+        layers: list[nn.Module] = [nn.Conv1d(cfg.mels, cfg.width, 5, padding=2), nn.LeakyReLU(0.2)]
+        for _ in range(cfg.depth):
+            layers += [nn.Conv1d(cfg.width, cfg.width, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            frames = frames // 2
+        if frames < 1:
+            raise ValueError(f"encoder: depth {cfg.depth} leaves no frame of a {segment}-sample segment at hop {cfg.hop}")
+        self.stack = nn.Sequential(*layers)
+        self.dense = nn.Sequential(nn.Flatten(), nn.Linear(cfg.width * frames, cfg.hidden), nn.LeakyReLU(0.2))
+        self.latent = nn.Linear(cfg.hidden, latent_dim)
+        self.condition = nn.Linear(cfg.hidden, condition_columns) if condition_columns else None
+
+    def features(self, audio: Tensor) -> Tensor:
+        """(B, segment) -> (B, mels, frames) log-mel, not yet standardised."""
+        real, imag = self.stft(audio)
+        power = real * real + imag * imag
+        return torch.log(torch.einsum("mf,bft->bmt", self.mel, torch.sqrt(power + LOG_FLOOR**2)) + LOG_FLOOR)
+
+    def set_statistics(self, audio: Tensor) -> None:
+        """Per-band mean and std of the log-mel frames of `audio` (N, segment): the standardisation."""
+        with torch.no_grad():
+            feats = torch.cat([self.features(chunk) for chunk in audio.split(64)])
+            self.band_mean.copy_(feats.mean(dim=(0, 2)).unsqueeze(1))
+            self.band_std.copy_(feats.std(dim=(0, 2)).clamp_min(1e-3).unsqueeze(1))
+
+    def forward(self, audio: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        h = self.dense(self.stack((self.features(audio) - self.band_mean) / self.band_std))
+        z = self.latent(h)
+        if self.latent_dist == "uniform":
+            z = torch.tanh(z)
+        if self.condition is None:
+            return z
+        c = self.condition(h)
+        pitch = PITCH_CENTRE + 12.0 * c[:, :1]
+        if self.condition_columns == 1:
+            return z, pitch
+        return z, torch.cat([pitch, torch.sigmoid(c[:, 1:])], dim=1)
+
+
+def octaves(pitch: Tensor) -> Tensor:
+    """MIDI pitch -> octaves from PITCH_CENTRE: the scale the pitch loss compares in."""
+    return (pitch - PITCH_CENTRE) / 12.0
+
