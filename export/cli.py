@@ -12,8 +12,9 @@ import argparse
 import shlex
 import sys
 import time
+from pathlib import Path
 
-from ganstream.core.manifest import STREAMING_MODES
+from ganstream.core.manifest import STREAMING_MODES, BundleError
 from ganstream.core.pitch import parse_note
 from ganstream.training.checkpoint import CheckpointError
 from ganstream.training.config import ConfigError
@@ -35,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="the training run directory (runs/NAME-HASH)")
-    p.add_argument("-o", "--out", metavar="BUNDLE", required=True, help="the bundle directory to write (an earlier bundle there is replaced)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("-o", "--out", metavar="BUNDLE", help="the bundle directory to write (an earlier bundle there is replaced)")
+    where.add_argument("--into", metavar="BUNDLE", help="with --encoder: add the encoder to BUNDLE, a waveform bundle exported from RUN_DIR, keeping its other files")
     p.add_argument("--checkpoint", default="latest", metavar="latest|best|PATH", help="which checkpoint (default: latest)")
     p.add_argument("--fp16", action="store_true", help=f"store weights as float16: half the file, parity limit {TOLERANCE['fp16']:g} instead of {TOLERANCE['fp32']:g}")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N", help=f"ONNX opset (default: {DEFAULT_OPSET})")
@@ -70,6 +73,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _encoder_into(args: argparse.Namespace, argv: list[str], start: float) -> int:
+    """`--encoder --into BUNDLE`: an encoder for RUN_DIR written into the bundle exported from it."""
+    from .encoder import add_encoder
+
+    try:
+        if not args.encoder:
+            raise ExportError("--into adds an encoder to a bundle: give --encoder too")
+        options = {"opset": args.opset, "fp16": args.fp16, "seed": args.seed}
+        enc = _encoder_option(args)
+        out = add_encoder(Path(args.into), Path(args.run_dir), args.checkpoint, options, print, None if enc is True else enc,
+                          shlex.join(["ganstream", "export", *argv]))
+    except ParityError as e:
+        print(f"ganstream export: error: {e}", file=sys.stderr)
+        return 1
+    except (ExportError, CheckpointError, ConfigError, UnknownModelKind, BundleError) as e:
+        print(f"ganstream export: error: {e}", file=sys.stderr)
+        return 2
+    print(f"done in {time.perf_counter() - start:.1f} s: {out}")
+    return 0
+
+
 def _encoder_option(args: argparse.Namespace) -> bool | EncoderConfig:
     if not args.encoder:
         if args.encoder_steps is not None:
@@ -94,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ganstream export: error: --root-note: {e}", file=sys.stderr)
         return 2
     start = time.perf_counter()
+    if args.into is not None:
+        return _encoder_into(args, argv, start)
     try:
         out = export_run(
             args.run_dir,

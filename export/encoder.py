@@ -9,8 +9,9 @@ manifest's optional `encoder` section (core/manifest.py), which readers without 
 
 from __future__ import annotations
 
+import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -70,3 +71,48 @@ def encoder_graph(
         f"trained in {summary['seconds']:.0f} s, exported in {time.perf_counter() - t0:.1f} s")
     summary["config"] = asdict(enc_cfg)
     return graph, summary
+
+
+def add_encoder(
+    bundle_dir: Path, run_dir: Path, checkpoint: str, options: dict[str, Any], say: Callable[[str], None], encoder_cfg: EncoderConfig | None = None,
+    command: str = "",
+) -> Path:
+    """Trains an encoder for the run a waveform bundle was exported from and writes it into that bundle
+    (`ganstream export RUN --encoder --into BUNDLE`), every other file kept; refuses a run whose generator
+    does not make the bundle's sound (ExportError naming both)."""
+    from ganstream.core.manifest import MANIFEST, Manifest
+
+    from .bundle import load_run_generator, write_bundle
+    from .onnx import ExportError, TOLERANCE, ort_session
+
+    out = Path(bundle_dir)
+    spec = Manifest.read(out / MANIFEST)
+    if spec.kind != "waveform":
+        raise ExportError(f"{out}: --encoder --into: encoders are trained for waveform bundles so far, this one is {spec.kind}")
+    generator, cfg, _, path = load_run_generator(Path(run_dir), checkpoint)
+    ours = (cfg.data.sample_rate, cfg.model.segment, cfg.model.latent_dim)
+    theirs = (spec.model.sample_rate, spec.model.segment, spec.model.latent.size)
+    if ours != theirs:
+        raise ExportError(f"{path}: makes (sample rate, segment, latent size) {ours}, the bundle {out} {theirs}: name the run it was exported from")
+    with torch.no_grad():
+        rows = sample_latents(cfg.model, 4, torch.Generator().manual_seed(3))
+        audio = generator.eval()(rows).reshape(4, -1).numpy()
+    session = ort_session(out / spec.graphs["generator"].file)
+    names = [i.name for i in session.get_inputs()]
+    d = cfg.model.latent_dim
+    feeds = {names[0]: rows[:, :d].numpy().astype(spec.graphs["generator"].inputs[0].np_dtype)}
+    if len(names) > 1:
+        feeds[names[1]] = rows[:, d:].numpy().astype(spec.graphs["generator"].inputs[1].np_dtype)
+    error = float(np.max(np.abs(np.asarray(session.run(None, feeds)[0], np.float32).reshape(4, -1) - audio)))
+    if not error <= 10 * TOLERANCE[spec.graphs["generator"].precision]:
+        raise ExportError(f"{path}: its generator differs from {out}'s by up to {error:.3g}: name the run and checkpoint the bundle was exported from")
+    options = {**options, "fp16": options.get("fp16") or spec.graphs["generator"].precision == "fp16"}
+
+    def fill(tmp: Path) -> Manifest:
+        for rel in spec.files:
+            if rel != ENCODER_FILE:
+                shutil.copy2(out / rel, tmp / rel)
+        graph, summary = encoder_graph(generator, cfg, tmp, out, options, say, encoder_cfg)
+        return replace(spec, encoder=graph, provenance={**spec.provenance, "encoder": {**summary, "command": command, "run_checkpoint": str(path)}})
+
+    return write_bundle(out, fill, None, say)

@@ -141,3 +141,30 @@ def test_export_encoder_option_errors(tiny_run, tmp_path, capsys):
     assert "--encoder-steps goes with --encoder" in capsys.readouterr().err
     assert ganstream(["export", str(tiny_run), "-o", str(tmp_path / "y"), "--encoder", "--encoder-steps", "-1"]) == 2
     assert "--encoder-steps: 0 or more" in capsys.readouterr().err
+
+
+def test_encoder_into_an_exported_bundle_keeps_its_other_files(tiny_run, tmp_path, capsys):
+    out = tmp_path / "plain.gsb"
+    assert ganstream(["export", str(tiny_run), "-o", str(out), "--controls", "0"]) == 0
+    before = json.loads((out / "manifest.json").read_text())
+    assert "encoder" not in before and load_bundle(out).encoder is None
+    assert ganstream(["export", str(tiny_run), "--into", str(out), "--encoder", "--encoder-steps", "10"]) == 0
+    after = json.loads((out / "manifest.json").read_text())
+    assert after["encoder"]["file"] == "encoder.onnx"
+    for rel, entry in before["files"].items():
+        assert after["files"][rel] == entry  # the generator and the rest, byte for byte
+    assert after["provenance"]["encoder"]["generated"]["steps"] == 10
+    assert load_bundle(out).encoder is not None
+    capsys.readouterr()
+    assert ganstream(["export", str(tiny_run), "--into", str(out)]) == 2
+    assert "give --encoder too" in capsys.readouterr().err
+
+
+def test_encoder_into_a_bundle_of_another_run_is_refused(tiny_run, tmp_path, capsys):
+    from bundle_factory import make_bundle
+
+    other = make_bundle(tmp_path / "other.gsb", segment=4096, latent_size=8)
+    assert ganstream(["export", str(tiny_run), "--into", str(other), "--encoder", "--encoder-steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "name the run it was exported from" in err and "other.gsb" in err
+    assert "encoder" not in json.loads((other / "manifest.json").read_text())

@@ -1,0 +1,183 @@
+"""How near `ganstream invert` gets to real held-out sounds, and how fast: the encoder against random search.
+
+For each real set (training/data/real_sets.py: piano, drums, digits), a WaveGAN run trained on it is
+exported with an encoder (`ganstream export RUN --encoder`, once, under --work), and every held-out clip
+(other notes, kits and voices than training's; evenly spread, --clips of them) is inverted as
+`ganstream invert` does (Inverter.prepare: cut from its onset). Each row is the multi-resolution
+spectral distance (core/distance.py) of what the bundle generates to the clip, lower is nearer:
+
+- **encoder**: the encoder's latent alone, and its time (the encoder graph; and with the generator run
+  that measures the distance);
+- **random 1000**: the best of 1000 random latents (the issue's baseline), and its time;
+- **encoder + CMA-ES**: --cma generations of CMA-ES on ONNX Runtime from the encoder's latent;
+- **encoder + Adam**: --adam gradient steps through the run's torch generator from the encoder's latent;
+- **nearest training clip**: the training clip nearest the held-out clip (up to --train-clips of them),
+  the memorisation reference: how near a model that had learnt the training set by heart would get.
+
+`wins` is the fraction of clips where the encoder is nearer than the best of 1000 random latents (the
+issue asks 80%), and where refinement is nearer still than the encoder. One thread throughout.
+
+    python benchmarks/inversion.py --sets piano drums digits
+
+Rows go to benchmarks/results/inversion.json as each set finishes, with the command and commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality_per_cpu import REPO, _utc_now, git_commit, pin_threads  # noqa: E402
+
+OUT = REPO / "benchmarks" / "results" / "inversion.json"
+# The WaveGAN runs of quality_per_cpu.py the table uses, by set (their best.pt); --runs SET=DIR replaces one.
+RUNS = {
+    "piano": "/tmp/ganstream-qpc/wavegan-laptop-57e9ef3e",
+    "drums": "/tmp/ganstream-qpc/wavegan-cpu-c2077619",
+    "digits": "/tmp/ganstream-qpc/wavegan-laptop-10dd51ec",
+}
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sets", nargs="+", default=list(RUNS))
+    p.add_argument("--runs", nargs="*", default=[], metavar="SET=RUN_DIR")
+    p.add_argument("--checkpoint", default="best")
+    p.add_argument("--clips", type=int, default=40, help="held-out clips per set (default: %(default)s)")
+    p.add_argument("--random", type=int, default=1000)
+    p.add_argument("--cma", type=int, default=40, help="CMA-ES generations (default: %(default)s)")
+    p.add_argument("--adam", type=int, default=50, help="Adam steps through the torch generator (default: %(default)s)")
+    p.add_argument("--train-clips", type=int, default=1000)
+    p.add_argument("--work", type=Path, default=Path("/tmp/ganstream-inversion"))
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--table", action="store_true", help="print the table of --out and stop")
+    return p.parse_args()
+
+
+def bundle_for(set_name: str, run: str, checkpoint: str, work: Path) -> Path:
+    out = work / f"{set_name}.gsb"
+    if not (out / "manifest.json").is_file():
+        cmd = ["ganstream", "export", run, "-o", str(out), "--checkpoint", checkpoint, "--encoder", "--controls", "0"]
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+    return out
+
+
+def clips_of(source: str, segment: int, n: int) -> np.ndarray:
+    from ganstream.training.config import DataConfig
+    from ganstream.training.data.dataset import load_dataset
+
+    cfg = DataConfig(source=source, sample_rate=16000, holdout=0.0, hop=1.0, random_offset=False)
+    cfg.validate()
+    segs = load_dataset(cfg, segment, 0, "train", progress=False)
+    idx = np.unique(np.linspace(0, len(segs) - 1, min(n, len(segs))).astype(np.int64))
+    return segs.batch(idx, 0)
+
+
+def measure(set_name: str, args: argparse.Namespace) -> dict[str, Any]:
+    from ganstream.core.distance import spectral_distance
+    from ganstream.export.invert import run_refiner
+    from ganstream.realtime.bundle import load_bundle
+    from ganstream.realtime.inversion import Inverter
+
+    runs = {**RUNS, **dict(r.split("=", 1) for r in args.runs)}
+    path = bundle_for(set_name, runs[set_name], args.checkpoint, args.work)
+    bundle = load_bundle(path)
+    inv = Inverter(bundle, provider="cpu", threads=1)
+    refiner = run_refiner(Path(runs[set_name]), args.checkpoint, bundle)
+    held = clips_of(f"set:{set_name}/heldout", bundle.segment, args.clips)
+    train = clips_of(f"set:{set_name}", bundle.segment, args.train_clips)
+    per_clip = []
+    for k, raw in enumerate(held):
+        x, _ = inv.prepare(raw, bundle.sample_rate, f"held-out clip {k}")
+        t = time.perf_counter()
+        row = inv.encode(x)
+        t_encode = time.perf_counter() - t
+        enc_d = float(inv.distance(x, row[None])[0])
+        t_encoder = time.perf_counter() - t
+        t = time.perf_counter()
+        _, rand_d = inv.random_search(x, args.random, seed=k)
+        t_random = time.perf_counter() - t
+        t = time.perf_counter()
+        _, cma_d = inv.refine(x, row, args.cma, seed=k)
+        t_cma = time.perf_counter() - t
+        t = time.perf_counter()
+        adam_row, _ = refiner(x, row.copy(), args.adam, k)
+        adam_d = min(enc_d, float(inv.distance(x, np.asarray(adam_row, np.float32)[None])[0]))
+        t_adam = time.perf_counter() - t
+        nearest = float(np.min(spectral_distance(x, train)))
+        per_clip.append(dict(encoder=enc_d, random=rand_d, cma=cma_d, adam=adam_d, nearest_training=nearest,
+                             t_encode=t_encode, t_encoder=t_encoder, t_random=t_random, t_cma=t_cma, t_adam=t_adam))
+        print(f"{set_name} clip {k + 1}/{len(held)}: encoder {enc_d:.3f}, random {rand_d:.3f}, cma {cma_d:.3f}, adam {adam_d:.3f}, "
+              f"nearest training {nearest:.3f}", flush=True)
+    arr = {key: np.array([c[key] for c in per_clip]) for key in per_clip[0]}
+    return {
+        "set": set_name,
+        "run": runs[set_name],
+        "bundle": str(path),
+        "clips": len(per_clip),
+        "distance": {key: float(arr[key].mean()) for key in ("encoder", "random", "cma", "adam", "nearest_training")},
+        "median_distance": {key: float(np.median(arr[key])) for key in ("encoder", "random", "cma", "adam", "nearest_training")},
+        "encoder_beats_random": float(np.mean(arr["encoder"] < arr["random"])),
+        "cma_beats_encoder": float(np.mean(arr["cma"] < arr["encoder"])),
+        "adam_beats_encoder": float(np.mean(arr["adam"] < arr["encoder"])),
+        "seconds": {
+            "encoder_graph": float(np.median(arr["t_encode"])),
+            "encoder_with_distance": float(np.median(arr["t_encoder"])),
+            "random": float(np.median(arr["t_random"])),
+            "cma": float(np.median(arr["t_cma"])),
+            "adam": float(np.median(arr["t_adam"])),
+        },
+        "settings": {"random": args.random, "cma_generations": args.cma, "adam_steps": args.adam, "train_clips": len(train),
+                     "checkpoint": args.checkpoint, "encoder": bundle.provenance.get("encoder", {}).get("config")},
+        "per_clip": per_clip,
+    }
+
+
+def table(doc: dict[str, Any]) -> str:
+    head = (f"{'set':<7} {'encoder':>8} {'random 1000':>12} {'enc+CMA-ES':>11} {'enc+Adam':>9} {'nearest train':>14} "
+            f"{'enc<random':>11} {'refined<enc':>12} {'encoder ms':>11} {'random s':>9} {'CMA s':>6} {'Adam s':>7}")
+    lines = [head, "-" * len(head)]
+    for r in doc["sets"]:
+        d, s = r["distance"], r["seconds"]
+        refined = max(r["cma_beats_encoder"], r["adam_beats_encoder"])
+        lines.append(
+            f"{r['set']:<7} {d['encoder']:>8.3f} {d['random']:>12.3f} {d['cma']:>11.3f} {d['adam']:>9.3f} {d['nearest_training']:>14.3f} "
+            f"{r['encoder_beats_random']:>10.0%} {refined:>11.0%} {1000 * s['encoder_graph']:>11.1f} {s['random']:>9.2f} {s['cma']:>6.2f} {s['adam']:>7.2f}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    args = parse()
+    if args.table:
+        print(table(json.loads(args.out.read_text())))
+        return 0
+    pin_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    args.work.mkdir(parents=True, exist_ok=True)
+    doc = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    doc.update({"benchmark": "inversion", "command": " ".join(["python", "benchmarks/inversion.py", *sys.argv[1:]]),
+                "commit": git_commit(), "threads": 1})
+    sets = {r["set"]: r for r in doc.get("sets", [])}
+    for name in args.sets:
+        sets[name] = measure(name, args)
+        doc["sets"] = [sets[k] for k in sorted(sets, key=list(RUNS).index)]
+        doc["measured_utc"] = _utc_now()
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(doc, indent=1) + "\n")
+        print(table(doc), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
