@@ -19,7 +19,9 @@ file on the same machine and execution provider.
 play: checks its options, builds the live engine (`engine.Engine`) and hands
 it to a `session.Session`, which runs it on a sound device with OSC and MIDI,
 a one-line status until Ctrl-C, and a bounded shutdown. Exit status 1 (not 2)
-when the engine fails by itself. devices: the output devices.
+when the engine fails by itself. A bundle with an encoder also gets an
+inversion worker (realtime/invert_live.py) behind OSC's /ganstream/invert and
+/ganstream/invert/input, recording from --input-device. devices: the output devices.
 bench: the real-time factor of one generator call, of each mode and the control-to-sound latency.
 """
 
@@ -463,6 +465,11 @@ def _play_parser() -> argparse.ArgumentParser:
     midi.add_argument("--midi-in", help="MIDI input port to open (name, part of it, or index)")
     midi.add_argument("--midi-virtual", help="create a virtual MIDI input port with this name")
     p.add_argument("--midi-api", default="auto", help="MIDI API: auto, alsa, jack, coremidi, winmm (default auto)")
+    p.add_argument(
+        "--input-device",
+        help="input device that OSC /ganstream/invert/input records from (a bundle with an encoder): index, name or part "
+        "of it (default: the --device, or the default input)",
+    )
     p.add_argument("--seconds", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     p.add_argument("--record", help="write the session's control timeline here (JSON) when it stops")
     p.add_argument("--stats", help="write the final status here (JSON) when it stops")
@@ -556,8 +563,8 @@ def _play(args: argparse.Namespace) -> int:
     bundle, engine = _engine_from_args(args, args.mode, gain=args.gain, presets=args.presets, record=bool(args.record))
     # The watchdog: each of the three parts may take its 5 s; past 20 s something holds the GIL.
     session = Session(
-        engine, label=bundle.name, osc=osc, midi=midi, device=args.device, quiet=args.quiet, launched=launched,
-        exit_after_s=20.0,
+        engine, invert=_invert_worker(args, bundle, engine, osc), label=bundle.name, osc=osc, midi=midi,
+        device=args.device, quiet=args.quiet, launched=launched, exit_after_s=20.0,
     )
     failure = None
     try:
@@ -575,6 +582,20 @@ def _play(args: argparse.Namespace) -> int:
         print(f"ganstream play: error: {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+def _invert_worker(args: argparse.Namespace, bundle, engine, osc):
+    """The inversion worker behind /ganstream/invert (not started), or None: a bundle without an encoder,
+    or no OSC to ask it through. --input-device, else play's --device, names the input it records from."""
+    if bundle.encoder is None or osc is None:
+        if args.input_device is not None:
+            why = "has no encoder" if bundle.encoder is None else "has no OSC (--no-osc) to ask for an inversion"
+            print(f"ganstream play: warning: --input-device is unused: {bundle.name} {why}", file=sys.stderr)
+        return None
+    from .invert_live import InvertWorker
+
+    spec, option = (args.input_device, "--input-device") if args.input_device is not None else (args.device, "--device")
+    return InvertWorker(bundle, engine.controls, input_device=spec, input_option=option)
 
 
 # -- devices ---------------------------------------------------------------------------------------

@@ -17,6 +17,11 @@ when one is configured (Max's `udpsend` cannot receive: pair it with a
 
 `learn` connects `/ganstream/learn...` to a MIDI input (`midi.MidiInput`, or
 anything with the `Learner` methods); without one those addresses are refused.
+`invert` connects `/ganstream/invert` and `/ganstream/invert/input` to an
+inversion worker (`invert_live.InvertWorker`, or anything with the `Inversions`
+methods); its handlers only enqueue, and the worker replies later, from its own
+thread, through `reply`. Without one (a bundle without an encoder) they are
+refused.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import Any, Protocol
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.parsing import osc_types
 
+from .invert_live import InvertBusy
 from .ratelog import RateLimitedLog
 
 PREFIX = "/ganstream"
@@ -59,6 +65,16 @@ class Learner(Protocol):
     def cancel_learn(self) -> None: ...
 
     def save_map(self, path: Any = None) -> Any: ...
+
+
+class Inversions(Protocol):
+    """What `/ganstream/invert` drives; `invert_live.InvertWorker` is one. Each method only enqueues and
+    returns (InvertBusy when it cannot take the request, ValueError for a bad argument); `reply(address,
+    args)` is called once, later, with the answer."""
+
+    def invert_file(self, path: str, reply: Callable[[str, Sequence[Any]], None]) -> None: ...
+
+    def invert_input(self, seconds: float, reply: Callable[[str, Sequence[Any]], None]) -> None: ...
 
 
 class Refused(Exception):
@@ -290,6 +306,7 @@ class OscServer:
     controls: a `control.Controls` (the setters are called from the server thread).
     host, port: where to listen; port 0 takes a free port (read `.port` after start).
     learn: a `Learner` for `/ganstream/learn`, or None.
+    invert: an `Inversions` (the worker) for `/ganstream/invert`, or None (those addresses are refused).
     reply_port: send replies to the sender's host on this port instead of the sender's own port.
 
     Counters (ints, read any time): `received` datagrams, `messages` in them,
@@ -306,6 +323,7 @@ class OscServer:
         learn: Learner | None = None,
         reply_port: int | None = None,
         logger: logging.Logger | None = None,
+        invert: Inversions | None = None,
     ):
         if reply_port is not None and not 1 <= int(reply_port) <= 65535:
             raise ValueError(f"OSC reply port must be 1..65535, not {reply_port}")
@@ -313,6 +331,7 @@ class OscServer:
         self.host = host
         self.requested_port = int(port)
         self.learner = learn
+        self.invert = invert
         self.reply_port = reply_port
         self.log = RateLimitedLog(logger or log)
         self.received = self.messages = self.applied = self.refused = self.malformed = 0
@@ -342,6 +361,8 @@ class OscServer:
             f"{PREFIX}/learn/cancel": self._learn_cancel,
             f"{PREFIX}/learn/save": self._learn_save,
             f"{PREFIX}/status": self._status,
+            f"{PREFIX}/invert": self._invert_file,
+            f"{PREFIX}/invert/input": self._invert_input,
         }
 
     # -- life cycle
@@ -457,6 +478,8 @@ class OscServer:
             handler(address, args, sender)
         except Refused as r:
             self._refuse(address, r.kind, r.reason, sender)
+        except InvertBusy as e:  # the inversion worker has a request waiting already: refused, not queued
+            self._refuse(address, "busy", f"{address}: {e}", sender)
         except ValueError as e:  # ControlError (a ValueError) from the controls: a bad value
             self._refuse(address, "value", str(e), sender)
         except Exception as e:
@@ -610,6 +633,27 @@ class OscServer:
         _arity(address, args, (0,), "no arguments (the map is saved to the --midi-map file)")
         path = self._learner(address).save_map()
         self.reply(sender, SAVED_ADDRESS, [str(path)])
+
+    def _inversions(self, address: str) -> Inversions:
+        if self.invert is None:
+            raise Refused(
+                "unavailable", f"{address}: this bundle has no encoder to invert with: export it with `ganstream export RUN --encoder`"
+            )
+        return self.invert
+
+    def _invert_file(self, address: str, args: list, sender: tuple) -> None:
+        worker = self._inversions(address)
+        _arity(address, args, (1,), "1 string (the path of an audio file)")
+        worker.invert_file(_string(address, args, 0, "the path"), self._replier(sender))
+
+    def _invert_input(self, address: str, args: list, sender: tuple) -> None:
+        worker = self._inversions(address)
+        _arity(address, args, (1,), "1 number (seconds to record from the input device)")
+        worker.invert_input(_number(address, args, 0, "the length"), self._replier(sender))
+
+    def _replier(self, sender: tuple) -> Callable[[str, Sequence[Any]], None]:
+        """A reply to `sender` for a worker to call later, from its own thread."""
+        return lambda address, args: self.reply(sender, address, args)
 
     def _status(self, address: str, args: list, sender: tuple) -> None:
         _arity(address, args, (0,), "no arguments")

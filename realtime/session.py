@@ -112,8 +112,11 @@ class Session:
         launched: float | None = None,
         exit_after_s: float | None = None,
         stop_timeout_s: float = STOP_TIMEOUT_S,
+        invert: Any = None,
     ):
+        """invert: an InvertWorker (realtime/invert_live.py) behind OSC's /ganstream/invert, or None."""
         self.engine = engine
+        self.invert = invert
         self.label = label
         self.osc_options, self.midi_options = osc, midi
         self.output, self.device = output, device
@@ -149,6 +152,8 @@ class Session:
         from .audio import AudioError
 
         try:
+            if self.invert is not None:
+                self.invert.start()
             if self.midi_options is not None:
                 self.midi = self._open_midi(self.midi_options)
             if self.osc_options is not None:
@@ -200,6 +205,9 @@ class Session:
                 self.final_status = engine.status() if engine.running else None
                 if self.osc is not None:
                     self._stop("OSC", self.osc.stop)
+                # Before the audio: a recording under way closes its input stream before the output's.
+                if self.invert is not None:
+                    self._stop("inversion", self.invert.stop)
                 self._stop("engine", engine.stop)
                 # After the audio: see the module docstring.
                 if self.midi is not None:
@@ -251,6 +259,7 @@ class Session:
             f"{stream.mode} mode{notes}, producer {engine.priority}"
             + (f"; OSC on {osc.host}:{osc.port}" if osc else "")
             + (f"; MIDI {midi.port_name!r} ({midi.api_label})" if midi else "")
+            + ("; /ganstream/invert with the bundle's encoder" if osc and self.invert is not None else "")
         )
 
     @property
@@ -326,7 +335,7 @@ class Session:
 
         try:
             return OscServer(
-                self.engine.controls, host=o.host, port=o.port, learn=self.midi, reply_port=o.reply_port
+                self.engine.controls, host=o.host, port=o.port, learn=self.midi, reply_port=o.reply_port, invert=self.invert
             ).start()
         except OSError as e:
             raise SessionError(
