@@ -28,7 +28,7 @@ from typing import Any, Mapping, NoReturn
 
 import numpy as np
 
-from .phase import GRIFFIN_LIM, PGHI
+from .phase import GRIFFIN_LIM, INITIAL_PHASES, LOCKED, PGHI, RANDOM
 from .spectral import SpectralParams
 
 FORMAT = "ganstream-bundle"
@@ -257,24 +257,33 @@ class PhaseReconstruction:
 
     method: str  # a RECONSTRUCTION_METHODS value
     iterations: int | None = None  # griffin-lim only
+    # griffin-lim only: where the phase starts (core/phase.py INITIAL_PHASES). Optional and version-free: absent
+    # is "random", what version-4 hosts did; a host that does not know it starts from random and plays the
+    # bundle a little less faithfully, never wrongly.
+    initial_phase: str = RANDOM
 
     @classmethod
     def from_json(cls, data: Any, file: str = MANIFEST, path: str = "spectral.reconstruction") -> PhaseReconstruction:
         f = _section(data, file, path, "an object with method (and iterations for griffin-lim)")
         method = f.string(data, "method", path, RECONSTRUCTION_METHODS)
         if method == GRIFFIN_LIM:
-            return cls(method, f.integer(data, "iterations", path, minimum=1))
+            initial = f.string(data, "initial_phase", path, INITIAL_PHASES) if data.get("initial_phase") is not None else RANDOM
+            return cls(method, f.integer(data, "iterations", path, minimum=1), initial)
         return cls(method)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"method": self.method}
         if self.method == GRIFFIN_LIM:
             out["iterations"] = self.iterations
+            if self.initial_phase != RANDOM:  # bundles from before the field write the bytes they wrote
+                out["initial_phase"] = self.initial_phase
         return out
 
     def describe(self) -> str:
-        """The method in words: `griffin-lim, 32 iterations` or `pghi`."""
-        return f"{self.method}, {self.iterations} iterations" if self.method == GRIFFIN_LIM else self.method
+        """The method in words: `griffin-lim, 32 iterations` (`... from the locked phase`) or `pghi`."""
+        if self.method != GRIFFIN_LIM:
+            return self.method
+        return f"{self.method}, {self.iterations} iterations" + (" from the locked phase" if self.initial_phase == LOCKED else "")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 On held-out clips of each AUDIO source, one table per source, side by side in one run:
 
-- GL-32 exact, GL-100 exact: fast Griffin-Lim (core/phase.py), 32 and 100 iterations;
+- GL-32 exact, GL-100 exact: fast Griffin-Lim (core/phase.py), 32 and 100 iterations from a random phase;
+- GL-16 locked exact, GL-32 locked exact: the same from the phase-locked vocoder's phase (`locked_phase`),
+  what a spectral bundle without a network plays (16 iterations by default);
 - PGHI exact: phase gradient heuristic integration, no iterations;
 - the network (`--network`: a spectral or reconstruction bundle, or a bare ONNX file)
   in ONNX Runtime, fed the normalised log-magnitude a spectral GAN would give it;
@@ -46,7 +48,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ganstream.core.phase import griffin_lim, pghi
+from ganstream.core.phase import LOCKED, griffin_lim, pghi
 from ganstream.core.spectral import BinNorm, SpectralParams, log_magnitude, magnitude, normalise, stft
 
 from ganstream.training.config import ConfigError, DataConfig
@@ -322,6 +324,8 @@ def baselines(p: SpectralParams) -> list[Method]:
     """The methods that need no network, on the exact magnitudes."""
     return [
         Method(EXACT, lambda m: griffin_lim(m, p, 32)),
+        Method("GL-16 locked exact", lambda m: griffin_lim(m, p, 16, initial=LOCKED)),
+        Method("GL-32 locked exact", lambda m: griffin_lim(m, p, 32, initial=LOCKED)),
         Method("GL-100 exact", lambda m: griffin_lim(m, p, 100)),
         Method("PGHI exact", lambda m: pghi(m, p)),
     ]

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ganstream import __version__
-from ganstream.core.phase import GRIFFIN_LIM, PGHI, PhaseReconstructor
+from ganstream.core.phase import GRIFFIN_LIM, INITIAL_PHASES, LOCKED, PGHI, PhaseReconstructor
 from ganstream.core.pitch import estimate_root, note_name
 from ganstream.core.manifest import (
     FORMAT,
@@ -89,7 +89,9 @@ NORM_STD_FILE = "norm_std.npy"
 # 8 iterations 23-33x / 2.8-3.0x, 16: 30x / 1.9-2.1x, 24: 19-20x / 1.7-1.9x, 32: 16-27x / 0.8-1.3x, PGHI
 # 12-15x / 0.6-0.7x. 16 is the most that keeps about twice real time while a knob turns, at 6-9 ms a segment;
 # against 32 it gives up about 3 dB of spectral convergence (-20.9 against -24.0 dB on a synth:piano clip):
-# griffin-lim:32 buys it back on a quieter machine.
+# griffin-lim:32 buys it back on a quieter machine. Bundles start from the locked phase (core/phase.py), with
+# which 16 iterations beat 32 from a random phase on the piano set by 6 dB and come within 2 dB of them on drums
+# and speech.
 DEFAULT_GL_ITERATIONS = 16
 # Generated clips the root note is estimated from (core/pitch.estimate_root: the median pitch of those with a
 # clear one, if half of them have one, so a median of 16 or more); a sixteenth of what the controls generate.
@@ -166,16 +168,17 @@ def zip_path_for(out: Path) -> Path:
 
 
 def parse_reconstruction(text: str) -> PhaseReconstruction:
-    """`--reconstruction`: "griffin-lim", "griffin-lim:N" (N iterations per segment) or "pghi" -> the
-    manifest's `spectral.reconstruction`; anything else is one ExportError naming the option."""
-    method, colon, count = text.partition(":")
-    if method == GRIFFIN_LIM and not colon:
-        return PhaseReconstruction(GRIFFIN_LIM, DEFAULT_GL_ITERATIONS)
+    """`--reconstruction`: "griffin-lim[:N][:random|locked]" (N iterations per segment, default
+    DEFAULT_GL_ITERATIONS, from the locked phase unless `random`) or "pghi" -> the manifest's
+    `spectral.reconstruction`; anything else is one ExportError naming the option."""
+    method, colon, rest = text.partition(":")
     if method == GRIFFIN_LIM:
-        if not (count.isdecimal() and int(count) >= 1):
+        parts = rest.split(":") if colon else []
+        initial = parts.pop() if parts and parts[-1] in INITIAL_PHASES else LOCKED
+        if len(parts) > 1 or (parts and not (parts[0].isdecimal() and int(parts[0]) >= 1)):
             raise ExportError(f"--reconstruction {text}: griffin-lim:N takes N, the iterations per segment, as a whole number of at least 1 "
-                              f"(griffin-lim alone: {DEFAULT_GL_ITERATIONS})")
-        return PhaseReconstruction(GRIFFIN_LIM, int(count))
+                              f"(griffin-lim alone: {DEFAULT_GL_ITERATIONS}), then :random to start from a random phase instead of the locked one")
+        return PhaseReconstruction(GRIFFIN_LIM, int(parts[0]) if parts else DEFAULT_GL_ITERATIONS, initial)
     if method == PGHI:
         if colon:
             raise ExportError(f"--reconstruction {text}: pghi has no iterations to count; use {PGHI}")
@@ -655,7 +658,7 @@ def phase_audio(generator: Any, params: Any, norm: Any, frames: int, phase: Phas
     """z (B, D) -> audio (B, frames * hop) tensor: the generator's spectrograms rebuilt as a host rebuilds them
     (core/phase.py's PhaseReconstructor), for the controls' audio descriptors."""
     spectrograms = SpectrogramGraph(generator).eval()
-    rebuild = PhaseReconstructor(params, norm, frames, phase.method, phase.iterations)
+    rebuild = PhaseReconstructor(params, norm, frames, phase.method, phase.iterations, phase.initial_phase)
     return lambda z: torch.from_numpy(rebuild.reconstruct(spectrograms(z).numpy()))
 
 

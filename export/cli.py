@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the parity, control and root-note latents (default: 0)")
     p.add_argument("--vocoder", metavar="VOCODER_RUN", help="a vocoder run (train configs/vocoder.yaml) turning a spectral GAN's spectrograms into audio")
     p.add_argument(
-        "--reconstruction", metavar="griffin-lim[:N]|pghi",
+        "--reconstruction", metavar="griffin-lim[:N][:random]|pghi",
         help="spectral GANs without a vocoder run: hosts rebuild the audio in numpy by fast Griffin-Lim, N iterations per "
         f"segment (default {DEFAULT_GL_ITERATIONS}), or by PGHI",
     )

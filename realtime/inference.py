@@ -333,7 +333,7 @@ class Generator:
         self.reconstruction = None if bundle.kind == "waveform" else "its reconstruction network"
         if fallback is not None:
             s = bundle.spectral
-            self._phase = PhaseReconstructor(s.params, s.norm, s.frames, fallback.method, fallback.iterations)
+            self._phase = PhaseReconstructor(s.params, s.norm, s.frames, fallback.method, fallback.iterations, fallback.initial_phase)
             self._phase_lock = threading.Lock()
             self.reconstruction = f"{fallback.describe()}, in numpy"
         for batch in warmup_batch_sizes:

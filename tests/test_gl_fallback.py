@@ -148,7 +148,8 @@ def test_export_writes_the_generator_the_front_end_and_the_method(gl_bundle):
     manifest = json.loads((gl_bundle / "manifest.json").read_text())
     assert manifest["format_version"] == 4 and manifest["model"]["kind"] == "spectral"
     assert list(manifest["graphs"]) == ["generator"] and "vocoder.onnx" not in manifest["files"]
-    assert manifest["spectral"]["reconstruction"] == {"method": "griffin-lim", "iterations": DEFAULT_GL_ITERATIONS}
+    # New bundles start Griffin-Lim from the phase-locked vocoder's phase (core/phase.py locked_phase).
+    assert manifest["spectral"]["reconstruction"] == {"method": "griffin-lim", "iterations": DEFAULT_GL_ITERATIONS, "initial_phase": "locked"}
     assert manifest["model"]["segment"] == 32 * 128
     assert {c["name"] for c in manifest["controls"]["items"]} >= {"pc1", "loudness"}  # the descriptors heard through Griffin-Lim
     bundle = load_bundle(gl_bundle)
@@ -163,6 +164,8 @@ def test_export_writes_the_generator_the_front_end_and_the_method(gl_bundle):
     ("griffin-lim:many", "--reconstruction griffin-lim:many: griffin-lim:N takes N"),
     ("bogus", f"--reconstruction bogus: unknown; use griffin-lim ({DEFAULT_GL_ITERATIONS} iterations per segment), griffin-lim:N (N iterations) or pghi"),
     ("pghi:8", "--reconstruction pghi:8: pghi has no iterations to count; use pghi"),
+    ("griffin-lim:8:sideways", "--reconstruction griffin-lim:8:sideways: griffin-lim:N takes N"),
+    ("griffin-lim:8:4", "then :random to start from a random phase"),
 ])
 def test_export_refuses_a_nonsense_reconstruction_in_one_line(spectral_run, tmp_path, capsys, option, message):
     out = tmp_path / "x.gsb"
@@ -204,7 +207,7 @@ def test_the_fallback_makes_segments_of_exactly_the_segment_length(request, whic
     s = bundle.spectral
     method = s.reconstruction
     spectrograms = generator.session.run(None, {"z": z})[0]
-    rebuilt = PhaseReconstructor(s.params, s.norm, s.frames, method.method, method.iterations).reconstruct(spectrograms)
+    rebuilt = PhaseReconstructor(s.params, s.norm, s.frames, method.method, method.iterations, method.initial_phase).reconstruct(spectrograms)
     np.testing.assert_array_equal(rebuilt, audio)
     assert generator.reconstruction == f"{method.describe()}, in numpy"
 
@@ -304,7 +307,28 @@ def test_bench_reports_the_fallbacks_real_time_factor(gl_bundle, tmp_path, capsy
     assert bench_main(argv) == 0
     doc = json.loads(out.read_text())
     g = doc["generator"]
-    assert g["reconstruction"] == f"griffin-lim, {DEFAULT_GL_ITERATIONS} iterations, in numpy"
+    assert g["reconstruction"] == f"griffin-lim, {DEFAULT_GL_ITERATIONS} iterations from the locked phase, in numpy"
     assert g["segment_s"] == 32 * 128 / SR and g["rtf"] == pytest.approx(g["segment_s"] / g["seconds"])
     assert doc["rtf"]["crossfade"]["rtf"] > 1  # real time, even on a busy test machine
-    assert f"griffin-lim, {DEFAULT_GL_ITERATIONS} iterations, in numpy" in capsys.readouterr().err
+    assert f"griffin-lim, {DEFAULT_GL_ITERATIONS} iterations from the locked phase, in numpy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, iterations, initial", [
+    ("griffin-lim", DEFAULT_GL_ITERATIONS, "locked"), ("griffin-lim:8", 8, "locked"),
+    ("griffin-lim:8:random", 8, "random"), ("griffin-lim:random", DEFAULT_GL_ITERATIONS, "random"),
+])
+def test_reconstruction_option_names_iterations_and_initial_phase(option, iterations, initial):
+    from ganstream.export.bundle import parse_reconstruction
+
+    r = parse_reconstruction(option)
+    assert (r.method, r.iterations, r.initial_phase) == ("griffin-lim", iterations, initial)
+    data = r.to_json()
+    assert ("initial_phase" in data) == (initial == "locked")  # a random start writes what version-4 bundles wrote
+    assert type(r).from_json(data) == r
+
+
+def test_a_manifest_with_an_unknown_initial_phase_names_the_field():
+    from ganstream.core.manifest import PhaseReconstruction
+
+    with pytest.raises(BundleError, match=r"spectral\.reconstruction\.initial_phase"):
+        PhaseReconstruction.from_json({"method": "griffin-lim", "iterations": 4, "initial_phase": "sideways"})

@@ -75,3 +75,40 @@ def test_mel_magnitudes_go_back_through_the_pseudo_inverse():
 def test_wrong_magnitude_height_is_refused():
     with pytest.raises(ValueError, match="magnitudes have 64 bins; the front end has 128"):
         P.griffin_lim(np.ones((64, 10)), SpectralParams())
+
+
+def test_locked_phase_turns_a_steady_partial_at_its_frequency():
+    """One sinusoid between two bins: every bin of its lobe advances by 2 pi f hop / sample_rate a frame."""
+    p = SpectralParams()
+    f = 1000.0 + 0.3 * p.sample_rate / p.n_fft  # 0.3 of a bin above bin 16
+    t = np.arange(16384) / p.sample_rate
+    mag = np.abs(stft(np.sin(2 * np.pi * f * t).astype(np.float32), p))
+    phase = P.locked_phase(np.log(np.maximum(mag, 1e-5)), p.n_fft, p.hop)
+    want = 2 * np.pi * f * p.hop / p.sample_rate
+    for k in (15, 16, 17, 18):  # the lobe around the peak
+        step = np.angle(np.exp(1j * (np.diff(phase[k, 4:-4]) - want)))
+        assert np.max(np.abs(step)) < 0.05, (k, np.max(np.abs(step)))
+    assert np.allclose(np.angle(np.exp(1j * (phase[17] - phase[16] - np.pi))), 0, atol=1e-4)  # pi per bin within the lobe
+
+
+def test_locked_phase_matches_the_networks_phase_lock():
+    torch = pytest.importorskip("torch")
+    from ganstream.training.models.vocoder import PhaseLock
+
+    x = np.random.default_rng(0).standard_normal((129, 40)) * 2
+    ours = P.locked_phase(x, 256, 128)
+    theirs = PhaseLock(256, 128, "hann")(torch.tensor(x, dtype=torch.float32)[None])[0].double().numpy()
+    assert np.max(np.abs(np.angle(np.exp(1j * (ours - theirs))))) < 1e-3
+
+
+def test_griffin_lim_from_the_locked_phase_beats_a_random_start_on_piano():
+    p = SpectralParams()
+    x = PIANO[1]
+    mag = front_end_magnitude(x, p)
+    locked = convergence(x, P.griffin_lim(mag, p, 8, initial=P.LOCKED), p)
+    random = convergence(x, P.griffin_lim(mag, p, 8), p)
+    assert locked < random - 3.0, (locked, random)
+    y = P.griffin_lim(mag, p, 4, initial=P.LOCKED)
+    assert np.array_equal(y, P.griffin_lim(mag, p, 4, initial=P.LOCKED))  # no seed involved: reproducible
+    with pytest.raises(ValueError, match="initial phase: one of random, locked"):
+        P.griffin_lim(mag, p, 4, initial="sideways")

@@ -63,8 +63,8 @@ def test_several_sources_give_one_table_each(folders, tmp_path, capsys):
     for folder, one in zip(folders, report["sets"]):
         assert f"\n{folder}: " in "\n" + out
         rows = {r["method"]: r for r in one["rows"]}
-        assert list(rows) == ["GL-32 exact", "GL-100 exact", "PGHI exact", "GL-32 clip 3"]  # the exact rows lead
-        assert [r["input"] for r in rows.values()] == ["exact", "exact", "exact", "clip 3"]
+        assert list(rows) == ["GL-32 exact", "GL-16 locked exact", "GL-32 locked exact", "GL-100 exact", "PGHI exact", "GL-32 clip 3"]  # the exact rows lead
+        assert [r["input"] for r in rows.values()] == ["exact"] * 5 + ["clip 3"]
         assert all(np.isfinite(r["spectral_convergence_db"]) and r["clips"] == rows["GL-32 exact"]["clips"] for r in rows.values())
         assert one["held_out"].startswith("its holdout split") and one["statistics"] == f"{folder}'s training statistics"
 
@@ -74,7 +74,7 @@ def test_a_looser_clip_costs_no_more_than_a_tighter_one(folders, tmp_path, capsy
     assert rc == 0, capsys.readouterr().err
     (one,) = report["sets"]
     methods = [r["method"] for r in one["rows"]]
-    assert methods[3:] == ["GL-32 clip 1", "GL-32 clip 4", "GL-32 clip 2"]  # "none" is the exact row: no row of its own
+    assert methods[5:] == ["GL-32 clip 1", "GL-32 clip 4", "GL-32 clip 2"]  # "none" is the exact row: no row of its own
     costs = one["clip_costs"]
     assert [c["clip"] for c in costs] == [1.0, 2.0, 4.0, None]  # tightest first, no clip last
     sc = [c["spectral_convergence_db"] for c in costs]
