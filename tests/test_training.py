@@ -217,3 +217,14 @@ def test_sigterm_checkpoints_and_resume_continues(tmp_path):
     )
     assert resumed.returncode == 0, resumed.stderr
     assert load_checkpoint(ckpt_dir / "latest.pt")["step"] == step + 2
+
+
+def test_a_preview_quieter_than_the_colour_floor_is_still_drawn(tmp_path):
+    """A clip whose spectrum lies below -120 dB everywhere (a vocoder run's last preview once was) must not end
+    the run: the colour scale's top is kept above its floor."""
+    from ganstream.training.monitor import spectrogram_figure
+
+    clips = np.stack([np.full(8192, 1e-9, np.float32), np.zeros(8192, np.float32), 0.1 * np.sin(np.arange(8192, dtype=np.float32))])
+    fig = spectrogram_figure(clips, 16000, "quiet")
+    fig.savefig(tmp_path / "quiet.png", dpi=40)
+    assert (tmp_path / "quiet.png").stat().st_size > 1000

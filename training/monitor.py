@@ -159,6 +159,10 @@ def spectrogram_figure(audio: np.ndarray, sample_rate: int, title: str) -> Any:
     def draw(ax: Any, clip: np.ndarray) -> None:
         # An untrained generator can output exact zeros; their log is -inf and drawn as the floor.
         with np.errstate(divide="ignore"):
-            ax.specgram(clip, NFFT=nfft, Fs=sample_rate, noverlap=nfft * 3 // 4, cmap="magma", vmin=-120)
+            spectrum, _, _, image = ax.specgram(clip, NFFT=nfft, Fs=sample_rate, noverlap=nfft * 3 // 4, cmap="magma", vmin=-120)
+            # A clip quieter than the floor everywhere would put the colour scale's top below its bottom, which
+            # matplotlib refuses when the figure is saved (a vocoder run's last preview once ended the run so).
+            top = 10 * np.log10(max(float(np.max(spectrum)), 1e-30))
+            image.set_clim(-120, max(top, -119))
 
     return figure_grid(audio, title, draw)
