@@ -168,3 +168,20 @@ def test_encoder_into_a_bundle_of_another_run_is_refused(tiny_run, tmp_path, cap
     err = capsys.readouterr().err
     assert "name the run it was exported from" in err and "other.gsb" in err
     assert "encoder" not in json.loads((other / "manifest.json").read_text())
+
+
+def test_the_search_finds_each_real_clips_twin_in_the_pool():
+    from ganstream.training.encoder_train import coarse_distance, nearest_in_pool
+
+    gen = Harmonics()
+    rows = sample_latents(SimpleNamespace(latent_dim=8, latent_dist="uniform", condition="none"), 40, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        pool = gen(rows)
+    enc = Encoder(EncoderConfig(**TINY), 16000, 4096, 8, "uniform")
+    enc.set_statistics(pool)
+    picked = torch.tensor([3, 17, 29])
+    found, dist = nearest_in_pool(enc, pool[picked] * 1.0, pool, rows, candidates=5, sample_rate=16000)
+    assert torch.equal(found, rows[picked]) and float(dist.max()) < 1e-4
+    x = pool[:2]
+    assert torch.allclose(coarse_distance(enc, x, x), torch.zeros(2), atol=1e-6)
+    assert float(coarse_distance(enc, x, pool[2:4]).min()) > 0.01

@@ -44,9 +44,18 @@ class EncoderConfig:
     # Training: steps on the generator's own samples (latent loss, and the spectral loss of G(E(x)) every
     # `spectral_every` steps), then steps on the GAN's real training clips (the spectral loss alone).
     pool: int = 2048  # generated (latent, audio) pairs drawn once and reused: generating costs more than encoding
-    generated_steps: int = 2000
-    spectral_every: int = 4
-    real_steps: int = 400
+    # Chosen on held-out piano and speech clips (benchmarks/inversion.py, docs/invert.md): the real phase, its
+    # search targets and the blurred distance each moved the encoder nearer than the best of 1000 random latents
+    # more often; more generated steps did not.
+    generated_steps: int = 1000
+    spectral_every: int = 2
+    real_steps: int = 1000
+    # Phase 2 also regresses, for each real clip, the latent of the nearest of the pool's generated segments
+    # (found among the `search_candidates` nearest by coarse log-mel frames): see training/encoder_train.py.
+    search_targets: bool = True
+    # Weight of a blurred log-mel distance beside the spectral one in both phases (training/encoder_train.py).
+    coarse_weight: float = 1.0
+    search_candidates: int = 16
     batch: int = 32
     spectral_batch: int = 8  # batch of the steps that run the generator
     lr: float = 1e-3
