@@ -105,7 +105,7 @@ def train_commands(spec: Shipped, root: Path | None, steps: int, runs: Path, res
 
 
 def export_shipped(
-    name: str, run_dir: Path, checkpoint: str, fp16: bool, commands: list[str], data: dict[str, Any], built_by: str
+    name: str, run_dir: Path, checkpoint: str, fp16: bool, commands: list[str], data: dict[str, Any], built_by: str, encoder: bool = False
 ) -> Path:
     """Exports `run_dir` into TARGET/name with the bundle's name and mode; provenance.command is `commands`
     followed by the export's own, joined by &&."""
@@ -114,9 +114,10 @@ def export_shipped(
     spec, out = SHIPPED[name], TARGET / name
     export = ["ganstream", "export", shown(run_dir), "-o", shown(out), "--name", spec.title, "--mode", spec.mode, "--checkpoint", checkpoint]
     export += ["--fp16"] if fp16 else []
+    export += ["--encoder"] if encoder else []
     print("$", shlex.join(export))
     return export_run(
-        run_dir, out, checkpoint=checkpoint, fp16=fp16, name=spec.title, mode=spec.mode, log=print,
+        run_dir, out, checkpoint=checkpoint, fp16=fp16, name=spec.title, mode=spec.mode, log=print, encoder=encoder,
         command=" && ".join([*commands, shlex.join(export)]), extra_provenance={"built_by": built_by, "data": data},
     )
 
@@ -162,7 +163,7 @@ def build(args: argparse.Namespace, argv: list[str]) -> Path:
     stamp, stamp_file = read_set_stamp(root, spec.set)  # read after training: the set the run read
     data = data_provenance(source, stamp, stamp_file)
     built_by = shlex.join(["python", "tools/build_default_bundle.py", *argv])
-    return export_shipped(args.name, run_dir, args.checkpoint, args.fp16, commands, data, built_by)
+    return export_shipped(args.name, run_dir, args.checkpoint, args.fp16, commands, data, built_by, args.encoder)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trained-by", metavar="COMMAND", help="with --from-run: the command that trained it, recorded in the provenance")
     p.add_argument("--checkpoint", default="best", metavar="best|latest|PATH", help="which checkpoint to export (default: best)")
     p.add_argument("--fp16", action="store_true", help="store the weights as float16: half the size")
+    p.add_argument("--encoder", action="store_true", help="also train and ship an encoder for `ganstream invert` (a few CPU-minutes; the shipped drums have one)")
     p.add_argument("--steps", type=int, help="training steps (default 4000)")
     p.add_argument("--runs", type=Path, default=ROOT / "runs", help="where the training run goes (default: runs/)")
     p.add_argument("--resume", action="store_true", help="continue the run of an earlier build instead of starting over")
