@@ -466,6 +466,11 @@ def _play_parser() -> argparse.ArgumentParser:
     midi.add_argument("--midi-virtual", help="create a virtual MIDI input port with this name")
     p.add_argument("--midi-api", default="auto", help="MIDI API: auto, alsa, jack, coremidi, winmm (default auto)")
     p.add_argument(
+        "--invert-refine", type=int, default=0, metavar="N",
+        help="live inversions (/ganstream/invert) also run N generations of CMA-ES from the encoder's latent: nearer, "
+        "about 50 ms a generation on one core while the sound plays on (default: 0, the encoder alone, a few ms)",
+    )
+    p.add_argument(
         "--input-device",
         help="input device that OSC /ganstream/invert/input records from (a bundle with an encoder): index, name or part "
         "of it (default: the --device, or the default input)",
@@ -548,6 +553,8 @@ def _play(args: argparse.Namespace) -> int:
         raise CommandError(f"--gain must be within 0..2, got {args.gain}")
     if args.learn and not args.midi_map:
         raise CommandError("--learn needs --midi-map PATH: the file the learned bindings are saved to")
+    if args.invert_refine < 0:
+        raise CommandError(f"--invert-refine must be 0 or more generations, got {args.invert_refine}")
     midi = None
     if args.learn or args.midi_in is not None or args.midi_virtual is not None or args.midi_map is not None:
         midi = MidiOptions(
@@ -595,7 +602,7 @@ def _invert_worker(args: argparse.Namespace, bundle, engine, osc):
     from .invert_live import InvertWorker
 
     spec, option = (args.input_device, "--input-device") if args.input_device is not None else (args.device, "--device")
-    return InvertWorker(bundle, engine.controls, input_device=spec, input_option=option)
+    return InvertWorker(bundle, engine.controls, input_device=spec, input_option=option, refine=args.invert_refine)
 
 
 # -- devices ---------------------------------------------------------------------------------------

@@ -118,6 +118,30 @@ def test_a_file_s_latent_is_set_as_a_latent_change_and_replied_done(worker, cont
     assert (worker.done, worker.failed) == (1, 0)
 
 
+def test_live_refinement_gets_nearer_than_a_biased_encoder(tmp_path):
+    """play --invert-refine N: the worker refines the encoder's latent by CMA-ES before setting it."""
+    bundle = load_bundle(make_bundle(tmp_path / "biased", segment=SEG, sample_rate=SR, latent_size=D, encoder=True, encoder_bias=0.3))
+    z = target_latent()
+    path = write_wav(tmp_path / "b.wav", reference_audio(z[None].astype(np.float32), segment=SEG, sample_rate=SR)[0])
+    distances = {}
+    for refine in (0, 15):
+        controls = Controls.from_bundle(bundle)
+        with InvertWorker(bundle, controls, refine=refine) as w:
+            replies = Replies()
+            w.invert_file(str(path), replies)
+            address, (distance, _, _) = replies.next()
+        assert address == DONE_ADDRESS
+        distances[refine] = distance
+    assert distances[15] < 0.7 * distances[0], distances
+
+
+def test_play_refuses_a_negative_invert_refine(bundles, capsys):
+    from ganstream.realtime.cli import play_main
+
+    assert play_main([str(bundles["exact"].source), "--invert-refine", "-1", "--no-osc", "--seconds", "0.1"]) == 2
+    assert "--invert-refine must be 0 or more generations, got -1" in capsys.readouterr().err
+
+
 def test_a_longer_file_is_cut_and_the_message_says_so(worker, controls, tmp_path):
     z = target_latent(3)
     audio = np.concatenate([np.zeros(SR // 10, np.float32), np.tile(reference_audio(z[None].astype(np.float32))[0], 2)])
