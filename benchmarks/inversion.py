@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -163,7 +162,6 @@ def main() -> int:
         print(table(json.loads(args.out.read_text())))
         return 0
     pin_threads(1)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     args.work.mkdir(parents=True, exist_ok=True)
     doc = json.loads(args.out.read_text()) if args.out.is_file() else {}
     doc.update({"benchmark": "inversion", "command": " ".join(["python", "benchmarks/inversion.py", *sys.argv[1:]]),

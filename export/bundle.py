@@ -207,6 +207,24 @@ def load_run_generator(run_dir: Path, checkpoint: str = "latest") -> tuple[Any, 
     return generator, cfg, state, path
 
 
+def run_mismatch(cfg: Any, spec: Manifest) -> str | None:
+    """How the generator of a run (its TrainConfig) is shaped otherwise than a bundle's (its manifest), as
+    "its segment is 16384 but the bundle's is 4096"; None where sample rate, segment, latent size and
+    condition columns all agree."""
+    from ganstream.training.models import condition_size
+
+    columns = spec.condition.columns if spec.condition is not None else 0
+    for what, ours, theirs in (
+        ("sample rate", cfg.data.sample_rate, spec.model.sample_rate),
+        ("segment", cfg.model.segment, spec.model.segment),
+        ("latent size", cfg.model.latent_dim, spec.model.latent.size),
+        ("condition columns", condition_size(cfg.model), columns),
+    ):
+        if ours != theirs:
+            return f"its {what} is {ours} but the bundle's is {theirs}"
+    return None
+
+
 def export_run(
     run_dir: Path | str,
     out: Path | str,

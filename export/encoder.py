@@ -25,7 +25,7 @@ from ganstream.training.encoder_train import train_encoder
 from ganstream.training.models import condition_size, sample_latents
 from ganstream.training.models.encoder import EncoderConfig
 
-from .onnx import PARITY_ITEMS, TensorSpec, export_graph
+from .onnx import DEFAULT_OPSET, PARITY_ITEMS, TensorSpec, export_graph
 
 ENCODER_FILE = "encoder.onnx"
 MAX_REAL_CLIPS = 2048  # real training segments phase 2 draws from (memory: 2048 one-second clips are 134 MB)
@@ -64,7 +64,7 @@ def encoder_graph(
     outputs = [TensorSpec(ENCODER_OUTPUTS[0], ("batch", d))] + ([TensorSpec(CONDITION_INPUT, ("batch", c))] if c else [])
     entry = export_graph(
         encoder, (audio[:2],), [TensorSpec(ENCODER_INPUT, ("batch", cfg.model.segment))], outputs, tmp / ENCODER_FILE,
-        opset=options.get("opset", 17), fp16=options.get("fp16", False), parity_inputs=(audio,), label=str(out / ENCODER_FILE),
+        opset=options.get("opset", DEFAULT_OPSET), fp16=options.get("fp16", False), parity_inputs=(audio,), label=str(out / ENCODER_FILE),
     )
     graph = Graph.from_json(entry, str(out / "manifest.json"), "encoder")
     say(f"encoder: {graph.precision}, parity max abs error {graph.parity_max_abs_error:.3g} over {PARITY_ITEMS} generated segments, "
@@ -80,30 +80,27 @@ def add_encoder(
     """Trains an encoder for the run a waveform bundle was exported from and writes it into that bundle
     (`ganstream export RUN --encoder --into BUNDLE`), every other file kept; refuses a run whose generator
     does not make the bundle's sound (ExportError naming both)."""
-    from ganstream.core.manifest import MANIFEST, Manifest
+    from ganstream.core.manifest import Manifest
+    from ganstream.realtime.bundle import load_bundle
+    from ganstream.realtime.inference import Generator
 
-    from .bundle import load_run_generator, write_bundle
-    from .onnx import ExportError, TOLERANCE, ort_session
+    from .bundle import load_run_generator, run_mismatch, write_bundle
+    from .onnx import TOLERANCE, ExportError
 
     out = Path(bundle_dir)
-    spec = Manifest.read(out / MANIFEST)
+    bundle = load_bundle(out)
+    spec = bundle.spec
     if spec.kind != "waveform":
         raise ExportError(f"{out}: --encoder --into: encoders are trained for waveform bundles so far, this one is {spec.kind}")
     generator, cfg, _, path = load_run_generator(Path(run_dir), checkpoint)
-    ours = (cfg.data.sample_rate, cfg.model.segment, cfg.model.latent_dim)
-    theirs = (spec.model.sample_rate, spec.model.segment, spec.model.latent.size)
-    if ours != theirs:
-        raise ExportError(f"{path}: makes (sample rate, segment, latent size) {ours}, the bundle {out} {theirs}: name the run it was exported from")
+    why = run_mismatch(cfg, spec)
+    if why:
+        raise ExportError(f"{path}: {why} ({out}): name the run it was exported from")
     with torch.no_grad():
         rows = sample_latents(cfg.model, 4, torch.Generator().manual_seed(3))
         audio = generator.eval()(rows).reshape(4, -1).numpy()
-    session = ort_session(out / spec.graphs["generator"].file)
-    names = [i.name for i in session.get_inputs()]
-    d = cfg.model.latent_dim
-    feeds = {names[0]: rows[:, :d].numpy().astype(spec.graphs["generator"].inputs[0].np_dtype)}
-    if len(names) > 1:
-        feeds[names[1]] = rows[:, d:].numpy().astype(spec.graphs["generator"].inputs[1].np_dtype)
-    error = float(np.max(np.abs(np.asarray(session.run(None, feeds)[0], np.float32).reshape(4, -1) - audio)))
+    heard = Generator(bundle, provider="cpu", threads=1).generate(rows.numpy())
+    error = float(np.max(np.abs(heard - audio)))
     if not error <= 10 * TOLERANCE[spec.graphs["generator"].precision]:
         raise ExportError(f"{path}: its generator differs from {out}'s by up to {error:.3g}: name the run and checkpoint the bundle was exported from")
     options = {**options, "fp16": options.get("fp16") or spec.graphs["generator"].precision == "fp16"}

@@ -33,7 +33,7 @@ from torch import Tensor
 from ganstream.core.pitch import note_name
 from ganstream.realtime.automation import AutomationError, load_presets
 from ganstream.realtime.bundle import Bundle, BundleError, load_bundle
-from ganstream.realtime.control import NAME_MAX, ControlError, write_presets
+from ganstream.realtime.control import ControlError, check_preset_name, write_presets
 from ganstream.realtime.inference import ProviderError
 from ganstream.realtime.inversion import Inversion, InversionError, Inverter, latent_bound
 from ganstream.realtime.latents import LatentSpace
@@ -92,20 +92,17 @@ class TorchRefiner:
 def run_refiner(run_dir: Path, checkpoint: str, bundle: Bundle) -> TorchRefiner:
     """The TorchRefiner of a waveform training run that matches `bundle` (sample rate, segment, latent
     size, condition columns); ValueError naming the run and the mismatch otherwise."""
-    from ganstream.training.models import OutputKind, condition_size, family
+    from ganstream.training.models import OutputKind, family
 
-    from .bundle import load_run_generator
+    from .bundle import load_run_generator, run_mismatch
 
     generator, cfg, _, path = load_run_generator(Path(run_dir), checkpoint)
     if family(cfg.model.kind).output is not OutputKind.WAVEFORM:
         raise ValueError(f"{run_dir}: --run: a {cfg.model.kind} run makes spectrograms, which this refinement cannot "
                          "differentiate through; leave out --run to refine with CMA-ES on the bundle")
-    c = bundle.spec.condition.columns if bundle.spec.condition is not None else 0
-    ours = (cfg.data.sample_rate, cfg.model.segment, cfg.model.latent_dim, condition_size(cfg.model))
-    theirs = (bundle.sample_rate, bundle.segment, bundle.latent_size, c)
-    for what, a, b in zip(("sample rate", "segment", "latent size", "condition columns"), ours, theirs):
-        if a != b:
-            raise ValueError(f"{path}: --run: its {what} is {a} but the bundle's is {b}: name the run the bundle was exported from")
+    why = run_mismatch(cfg, bundle.spec)
+    if why:
+        raise ValueError(f"{path}: --run: {why}: name the run the bundle was exported from")
     return TorchRefiner(generator, bundle.latent_size, latent_bound(bundle.latent_distribution))
 
 
@@ -124,13 +121,6 @@ def _read_presets(path: Path, space: LatentSpace) -> dict[str, dict[str, Any]]:
         return load_presets(path, space)
     except AutomationError as e:
         raise ValueError(f"--presets: {e} (fix or move it: the new preset is written beside the ones it holds)") from None
-
-
-def _check_name(name: str) -> str:
-    # realtime.control.Controls's rule for a preset name, so OSC's /preset/load can recall it.
-    if not name.strip() or len(name) > NAME_MAX or "/" in name or not name.isprintable():
-        raise ValueError(f"preset name {name[:80]!r}: use 1..{NAME_MAX} printable characters without '/' (--preset NAME)")
-    return name
 
 
 def describe(result: Inversion, bundle: Bundle) -> list[str]:
@@ -170,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint is not None and args.run is None:
         p.error("--checkpoint needs --run")
     try:
-        name = _check_name(args.preset if args.preset is not None else Path(args.sample).stem)
+        name = check_preset_name(args.preset if args.preset is not None else Path(args.sample).stem)
         presets_path = Path(args.presets)
         bundle = load_bundle(args.bundle)
         _read_presets(presets_path, LatentSpace.from_bundle(bundle))  # a broken file fails now, not after the search

@@ -399,11 +399,11 @@ class Controls:
         return out
 
     def _check_name(self, name) -> str:
-        if not isinstance(name, str) or not name.strip():
-            self._fail(f"preset name: expected a non-empty string, got {name!r}")
-        if len(name) > NAME_MAX or "/" in name or not name.isprintable():
-            self._fail(f"preset name {name[:80]!r}: use 1..{NAME_MAX} printable characters without '/'")
-        return name
+        try:
+            return check_preset_name(name)
+        except ControlError:
+            self.rejected += 1
+            raise
 
     # -- the presets file -------------------------------------------------------
 
@@ -417,6 +417,16 @@ class Controls:
             return load_presets(path, self.space)
         except AutomationError as e:
             raise ControlError(f"presets file: {e}") from None
+
+
+def check_preset_name(name) -> str:
+    """`name` if a preset may have it (1..NAME_MAX printable characters, no '/', so an OSC address can
+    name it); ControlError saying why otherwise."""
+    if not isinstance(name, str) or not name.strip():
+        raise ControlError(f"preset name: expected a non-empty string, got {name!r}")
+    if len(name) > NAME_MAX or "/" in name or not name.isprintable():
+        raise ControlError(f"preset name {name[:80]!r}: use 1..{NAME_MAX} printable characters without '/'")
+    return name
 
 
 def write_presets(path: str | os.PathLike, presets: Mapping[str, Mapping]) -> None:

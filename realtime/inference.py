@@ -29,14 +29,14 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import onnxruntime as ort
 
 from ganstream.core.phase import PhaseReconstructor
 
-from .bundle import Bundle, BundleError, Reconstruction, ort_reason
+from .bundle import Bundle, BundleError, GraphSpec, Reconstruction, ort_reason
 from .stream import probe_rows
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,19 @@ def create_session(
         log.debug("%s did not start: %s", candidate, reason)
         cpu_session = cpu_session or fallback
     return cpu_session or _open(path, [CPU], threads, spinning), CPU
+
+
+def open_graph(spec: GraphSpec, provider: str = "auto", threads: int | None = None, **options: Any) -> tuple[ort.InferenceSession, str]:
+    """A bundle graph's session (`create_session`, with its `options`) and the provider it runs on, its inputs and
+    outputs checked against the manifest; BundleError naming the file when onnxruntime cannot load it."""
+    try:
+        session, name = create_session(spec.file, provider, threads, **options)
+    except (ProviderError, ValueError):
+        raise
+    except Exception as e:  # onnxruntime failed to load the model
+        raise BundleError(spec.label, f"onnxruntime cannot load it: {ort_reason(e)}", spec.where or None) from None
+    spec.check_session(session)
+    return session, name
 
 
 def _provider_entry(name: str, cudnn_conv_algo_search: str) -> str | tuple[str, dict]:
@@ -303,15 +316,7 @@ class Generator:
         self._stages: list[tuple[ort.InferenceSession, str, str, np.dtype]] = []
         for role in audio_path(bundle):
             spec = bundle.graph(role)
-            try:
-                session, self.provider = create_session(
-                    spec.file, provider, threads, spinning=spinning, cudnn_conv_algo_search=cudnn_conv_algo_search
-                )
-            except (ProviderError, ValueError):
-                raise
-            except Exception as e:  # onnxruntime failed to load the model
-                raise BundleError(spec.label, f"onnxruntime cannot load it: {ort_reason(e)}") from None
-            spec.check_session(session)
+            session, self.provider = open_graph(spec, provider, threads, spinning=spinning, cudnn_conv_algo_search=cudnn_conv_algo_search)
             self._stages.append((session, spec.inputs[0].name, spec.outputs[0].name, spec.inputs[0].np_dtype))
         self.session = session  # the graph that outputs audio
         first = bundle.graph(audio_path(bundle)[0])
@@ -435,13 +440,7 @@ class Reconstructor:
 
     def __init__(self, network: Reconstruction, provider: str = "auto", threads: int | None = None):
         spec = network.graph
-        try:
-            self.session, self.provider = create_session(spec.file, provider, threads)
-        except (ProviderError, ValueError):
-            raise
-        except Exception as e:  # onnxruntime failed to load the model
-            raise BundleError(spec.label, f"onnxruntime cannot load it: {ort_reason(e)}") from None
-        spec.check_session(self.session)
+        self.session, self.provider = open_graph(spec, provider, threads)
         self.network = network
         self._input, self._output = spec.inputs[0].name, spec.outputs[0].name
         self._dtype = spec.inputs[0].np_dtype

@@ -41,8 +41,8 @@ import soundfile as sf
 from ganstream.core.distance import onset_cut, spectral_distance
 from ganstream.core.resample import resample_clip
 
-from .bundle import Bundle, BundleError, ort_reason
-from .inference import Generator, ProviderError, create_session
+from .bundle import Bundle, BundleError
+from .inference import Generator, open_graph
 
 MIN_SECONDS = 0.05  # shorter samples are refused: too little to compare
 MAX_SECONDS = 600.0  # longer files are refused before they are read
@@ -123,13 +123,7 @@ class Inverter:
         spec = bundle.encoder
         if spec is None:
             raise BundleError(str(bundle.source), "has no encoder: export it with `ganstream export RUN --encoder`", "encoder")
-        try:
-            self._session, self.provider = create_session(spec.file, provider, threads)
-        except (ProviderError, ValueError):
-            raise
-        except Exception as e:  # onnxruntime failed to load the model
-            raise BundleError(spec.label, f"onnxruntime cannot load it: {ort_reason(e)}", "encoder") from None
-        spec.check_session(self._session)
+        self._session, self.provider = open_graph(spec, provider, threads)
         self._input, self._input_dtype = spec.inputs[0].name, spec.inputs[0].np_dtype
         self._outputs = [s.name for s in spec.outputs]
         self.bundle = bundle

@@ -160,3 +160,13 @@ def connect_recorder(engine: subprocess.Popen, rec, deadline: float) -> None:
         time.sleep(0.1)
     time.sleep(0.2)
     rec.client.connect(rec.engine_ports()[0], rec.port)
+
+
+def release_midi_test(engine: subprocess.Popen, rec, sender) -> None:
+    """The end of a JACK MIDI test, in the order `open_engine_midi` needs: the engine, the recorder (if it was
+    made), then the rtmidi output, closed only once no recorder's JACK callbacks can wait on its GIL."""
+    stop(engine)
+    if rec is not None:
+        rec.close()
+    sender.close_port()
+    sender.delete()

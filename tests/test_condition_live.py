@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from bundle_factory import conditioned_audio, make_conditioned_bundle
-from jack_fixtures import RATE, connect_recorder, open_engine_midi, stop
+from jack_fixtures import RATE, connect_recorder, open_engine_midi, release_midi_test
 from test_transpose import cents, fft_peak_hz, voices
 
 from ganstream.core.manifest import CONDITION_VERSION
@@ -301,11 +301,7 @@ def test_play_on_jack_follows_notes_from_a_jack_midi_port(jack_server, tmp_path,
             engine.kill()
             out, _ = engine.communicate(timeout=30)
     finally:
-        stop(engine)
-        if rec is not None:
-            rec.close()
-        sender.close_port()  # with the recorder gone (see above)
-        sender.delete()
+        release_midi_test(engine, rec, sender)
     assert hung or engine.returncode == 0, out
     assert f"{mode} mode (notes ask for their pitch, C3..C5; others {'refused' if refuse else 'folded in'})" in out, out
 

@@ -507,6 +507,15 @@ def wait_for_sound(engine, rec, seconds: float, deadline: float) -> int:
     return int(np.flatnonzero(rec.buf[: rec.n])[0])
 
 
+def record_more(engine, rec, seconds: float) -> int:
+    """Keep recording `seconds` more while play runs; -> how many samples the recording then holds."""
+    until = rec.n + round(seconds * RATE)
+    while rec.n < until:
+        assert engine.poll() is None, engine.stdout.read()
+        time.sleep(0.02)
+    return rec.n
+
+
 def interrupt(engine) -> str:
     engine.send_signal(signal.SIGINT)
     out, _ = engine.communicate(timeout=30)
@@ -537,10 +546,7 @@ def test_play_on_jack_inverts_a_file_and_plays_its_latent_without_a_gap(jack_ser
         peer.send("/ganstream/invert", str(sample))
         _, (distance, seconds, message) = peer.reply(DONE_ADDRESS, timeout=TIMEOUT)
         replied = rec.n
-        while rec.n < replied + round(1.6 * RATE):
-            assert engine.poll() is None, engine.stdout.read()
-            time.sleep(0.02)
-        end = rec.n
+        end = record_more(engine, rec, 1.6)
         out = interrupt(engine)
     finally:
         stop(engine)
@@ -608,10 +614,7 @@ def test_play_on_jack_inverts_what_its_input_hears(jack_server, tmp_path):
         player.go = True
         _, (distance, seconds, message) = peer.reply(DONE_ADDRESS, timeout=TIMEOUT)
         replied = rec.n
-        while rec.n < replied + round(1.2 * RATE):
-            assert engine.poll() is None, engine.stdout.read()
-            time.sleep(0.02)
-        end = rec.n
+        end = record_more(engine, rec, 1.2)
         out = interrupt(engine)
     finally:
         stop(engine)

@@ -21,7 +21,7 @@ import time
 import numpy as np
 import pytest
 from bundle_factory import make_bundle
-from jack_fixtures import RATE, connect_recorder, open_engine_midi, stop
+from jack_fixtures import RATE, connect_recorder, open_engine_midi, release_midi_test
 from test_engine import play as run_engine
 
 from ganstream.realtime import events as ev
@@ -266,11 +266,7 @@ def test_play_on_jack_plays_a_kit_from_a_jack_midi_port(jack_server, tmp_path):
         engine.send_signal(signal.SIGINT)
         out, _ = engine.communicate(timeout=30)
     finally:
-        stop(engine)
-        if rec is not None:
-            rec.close()
-        sender.close_port()  # with the recorder gone (see above)
-        sender.delete()
+        release_midi_test(engine, rec, sender)
     assert engine.returncode == 0, out
     assert "trigger mode (kit of 3 pads: jack test kit)" in out  # the start line names the kit
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from bundle_factory import make_bundle, read_manifest, rehash, write_manifest
-from jack_fixtures import RATE, connect_recorder, open_engine_midi, stop
+from jack_fixtures import RATE, connect_recorder, open_engine_midi, release_midi_test
 from test_engine import play
 from test_transpose import cents, fft_peak_hz, voices
 
@@ -354,11 +354,7 @@ def test_play_on_jack_follows_notes_from_a_jack_midi_port(jack_server, tmp_path)
         engine.send_signal(signal.SIGINT)
         out, _ = engine.communicate(timeout=30)
     finally:
-        stop(engine)
-        if rec is not None:
-            rec.close()
-        sender.close_port()  # with the recorder gone (see above)
-        sender.delete()
+        release_midi_test(engine, rec, sender)
     assert engine.returncode == 0, out
     assert "trigger mode (notes transpose from 45, A2)" in out
 
