@@ -65,10 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocoder-checkpoint", default="latest", metavar="latest|PATH", help="which checkpoint of the vocoder run (default: latest)")
     p.add_argument(
         "--encoder", action="store_true",
-        help="also train an encoder (audio -> latent) for `ganstream invert` and /ganstream/invert, and ship it in the bundle (waveform GANs; a few CPU-minutes)",
+        help="also train an encoder (audio -> latent) for `ganstream invert` and /ganstream/invert, and ship it in the bundle (waveform GANs; about ten CPU-minutes)",
     )
     p.add_argument("--encoder-steps", type=int, default=None, metavar="N",
-                   help="the encoder's training steps on generated audio (default 1000); as many follow on the run's real clips")
+                   help="the encoder's training steps on generated audio (default 1000); twice as many follow on the run's real clips")
     p.add_argument("--fused", action="store_true", help="spectral bundles: also write generator and vocoder as one graph (not faster; for hosts that run one graph)")
     return p
 
@@ -103,7 +103,7 @@ def _encoder_option(args: argparse.Namespace) -> bool | EncoderConfig:
         return True
     if args.encoder_steps < 0:
         raise ExportError(f"--encoder-steps: 0 or more, not {args.encoder_steps}")
-    return EncoderConfig(generated_steps=args.encoder_steps, real_steps=args.encoder_steps, seed=args.seed)
+    return EncoderConfig(generated_steps=args.encoder_steps, real_steps=2 * args.encoder_steps, seed=args.seed)
 
 
 def main(argv: list[str] | None = None) -> int:

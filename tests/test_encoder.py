@@ -102,7 +102,9 @@ def test_real_phase_uses_real_clips_and_keeps_the_generator_frozen():
     _, summary = train_encoder(gen, cfg.model, cfg.data.sample_rate, EncoderConfig(**TINY, generated_steps=2, real_steps=3))
     assert summary["real"]["steps"] == 0  # no clips given: no real phase
     _, summary = train_encoder(gen, cfg.model, cfg.data.sample_rate, EncoderConfig(**TINY, generated_steps=2, real_steps=3), real)
-    assert summary["real"] == {"steps": 3, "clips": 6, "spectral_distance": pytest.approx(summary["real"]["spectral_distance"])}
+    assert {k: summary["real"][k] for k in ("steps", "clips")} == {"steps": 3, "clips": 6}
+    # The per-clip targets were visited and measured; the encoder's distance is reported beside them.
+    assert 0.0 <= summary["real"]["target_distance"] < float("inf")
     assert np.isfinite(summary["real"]["spectral_distance"])
     assert all(torch.equal(a, b) for a, b in zip(before, gen.parameters()))
 
@@ -124,6 +126,7 @@ def test_export_with_encoder_writes_a_checked_graph(tiny_run, tmp_path):
     assert [t["name"] for t in enc["inputs"]] == ["audio"] and [t["name"] for t in enc["outputs"]] == ["latent"]
     assert enc["parity_max_abs_error"] <= 1e-4
     assert manifest["provenance"]["encoder"]["generated"]["steps"] == 20
+    assert manifest["provenance"]["encoder"]["real"]["steps"] == 40  # the defaults' ratio: twice as many on real clips
     bundle = load_bundle(out)  # verify=True: sha256 and the graph's signature against the manifest
     assert bundle.encoder is not None and bundle.encoder.inputs[0].shape == ("batch", bundle.segment)
     # The graph computes what the torch encoder computes: rerun it on generated audio through ONNX Runtime.
@@ -185,6 +188,39 @@ def test_the_search_finds_each_real_clips_twin_in_the_pool():
     x = pool[:2]
     assert torch.allclose(coarse_distance(enc, x, x), torch.zeros(2), atol=1e-6)
     assert float(coarse_distance(enc, x, pool[2:4]).min()) > 0.01
+
+
+def test_per_clip_latents_move_their_targets_nearer_and_leave_unvisited_rows_alone():
+    from ganstream.training.encoder_train import _Codes
+    from ganstream.training.spectral import spectral_distance
+
+    gen = Harmonics()
+    truth = sample_latents(SimpleNamespace(latent_dim=8, latent_dist="uniform", condition="none"), 6, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        clips = gen(truth)
+    start = (truth + 0.6 * torch.randn(6, 8, generator=torch.Generator().manual_seed(3))).clamp(-1, 1)
+    codes = _Codes(start, 8, "uniform", lr=0.05)
+
+    def distance(rows, target):
+        return spectral_distance(target, gen(rows), 16000)
+
+    with torch.no_grad():
+        first = distance(start, clips)
+    visited = torch.tensor([0, 1, 2, 2])  # a clip picked twice in a batch takes one step
+    for _ in range(60):
+        codes.step(visited, clips, distance)
+    assert torch.equal(codes.t, torch.tensor([60.0, 60, 60, 0, 0, 0]))
+    assert torch.equal(codes.rows[3:], start[3:]) and torch.equal(codes.best[3:], start[3:])
+    assert float(codes.rows.abs().max()) <= 1.0
+    # The best seen only falls, and ends well below where each visited clip's latent started.
+    assert torch.all(codes.best_dist[:3] < 0.6 * first[:3])
+    with torch.no_grad():
+        assert torch.allclose(distance(codes.best[:3], clips[:3]), codes.best_dist[:3], atol=1e-4)
+    kept = codes.best.clone()
+    codes.offer(torch.tensor([0]), torch.ones(1, 8), torch.tensor([float(first[0]) * 2]))  # a worse answer: refused
+    assert torch.equal(codes.best, kept)
+    codes.offer(torch.tensor([4]), truth[4:5], torch.tensor([0.0]))  # the encoder's own, nearer: taken
+    assert torch.equal(codes.best[4], truth[4]) and float(codes.best_dist[4]) == 0.0
 
 
 class PitchedHarmonics(torch.nn.Module):
