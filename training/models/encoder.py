@@ -47,8 +47,8 @@ class EncoderConfig:
     # Chosen on held-out piano and speech clips (benchmarks/inversion.py, docs/invert.md): the real phase, its
     # search targets and the blurred distance each moved the encoder nearer than the best of 1000 random latents
     # more often; more generated steps did not. The per-clip latents (`code_lr`) with a latent weight of 5 and
-    # 2000 real steps brought the encoder nearer on average on every set, and drums to 80% of clips nearer
-    # than random (from 70%), at about twice the time; piano and speech counts moved within their noise.
+    # 2000 real steps brought drums to 80% of held-out clips nearer than random (from 70%), at about twice
+    # the time; piano's and speech's counts swing with the seed more than with the recipe (README).
     generated_steps: int = 1000
     spectral_every: int = 2
     real_steps: int = 2000
