@@ -88,6 +88,11 @@ UNUSABLE = {
 }
 BATCH = "batch"  # the dynamic batch axis in a tensor's shape
 DISTRIBUTIONS = ("uniform", "normal")
+# The largest |component| an inverted or optimised latent of each distribution may take. Uniform latents are
+# drawn from [-1, 1]. Normal ones: a standard normal component lies within +-4 but for 6 in 100,000, so the
+# generator has hardly seen more; it stays well inside realtime.control.LATENT_LIMIT (8), so presets and
+# /latent accept it.
+LATENT_BOUNDS = {"uniform": 1.0, "normal": 4.0}
 DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}  # ONNX Runtime's type names -> DTYPES keys
 PRECISIONS = ("fp32", "fp16")

@@ -39,6 +39,7 @@ import numpy as np
 import soundfile as sf
 
 from ganstream.core.distance import onset_cut, spectral_distance
+from ganstream.core.manifest import LATENT_BOUNDS
 from ganstream.core.resample import resample_clip
 
 from .bundle import Bundle, BundleError
@@ -48,10 +49,6 @@ MIN_SECONDS = 0.05  # shorter samples are refused: too little to compare
 MAX_SECONDS = 600.0  # longer files are refused before they are read
 SILENT_PEAK = 1e-4  # a sample whose peak is below this (-80 dBFS) is silent
 ONSET_DB = -40.0  # a long sample is cut from its first sample within this many dB of its peak
-# The encoder's latent is clipped into +-bound. Uniform latents are drawn from [-1, 1]. Normal ones: a
-# standard normal component lies within +-4 but for 6 in 100,000, so the generator has hardly seen
-# more; it stays well inside realtime.control.LATENT_LIMIT (8), so presets and /latent accept it.
-LATENT_BOUNDS = {"uniform": 1.0, "normal": 4.0}
 BATCH = 100  # latents per generator call when scoring many
 POPULATION = 12  # CMA-ES latents per generation, one generator call
 SIGMA0 = 0.15  # CMA-ES's first step size, in units of the latent bound: a local search around a good start

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ganstream.core.manifest import LATENT_BOUNDS
+
 from .models import condition_size, sample_latents
 from .models.encoder import Encoder, EncoderConfig, octaves
 from .spectral import spectral_distance
@@ -91,7 +93,7 @@ def nearest_in_pool(
     return torch.stack(rows), torch.stack(dists)
 
 
-CODE_BOUND = 0.9  # |per-clip latent| for uniform latents (see _Codes)
+CODE_BOUND = 0.9  # |per-clip latent| for uniform latents, inside LATENT_BOUNDS' 1 (see _Codes)
 
 
 class _Codes:
@@ -107,7 +109,7 @@ class _Codes:
         # Inside the tanh head's easy reach: targets on the edge of a uniform latent's range drive the head
         # into saturation. Held-out clips nearer than random (benchmarks/inversion.py, 40 per set) with
         # targets up to 1 against 0.9: speech 30% against 62%, drums 75% against 80%.
-        self.bound = CODE_BOUND if dist == "uniform" else 4.0
+        self.bound = CODE_BOUND if dist == "uniform" else LATENT_BOUNDS[dist]
         self.rows = start.clone()
         self.best = start.clone()
         self.best_dist = torch.full((len(start),), float("inf"))
@@ -130,6 +132,10 @@ class _Codes:
         t = self.t[pick, None]
         update = self.lr * (self.m[pick] / (1 - b1**t)) / ((self.v[pick] / (1 - b2**t)).sqrt() + 1e-8)
         self.rows[pick, : self.d] = (z.detach() - update).clamp(-self.bound, self.bound)
+
+    def mean_distance(self) -> float:
+        """The mean distance of the visited clips' targets."""
+        return float(self.best_dist[self.t > 0].mean())
 
     def offer(self, pick: Tensor, rows: Tensor, dist: Tensor) -> None:
         for i, row, di in zip(pick.tolist(), rows, dist.tolist()):
@@ -173,6 +179,11 @@ def train_encoder(
         out = encoder(audio)
         return out if isinstance(out, tuple) else (out, None)
 
+    def objective(reference: Tensor, fake: Tensor) -> Tensor:
+        """(B, T), (B, T) -> (B,): the spectral distance, and the blurred one beside it (coarse_weight)."""
+        per_clip = spectral_distance(reference, fake, sample_rate)
+        return per_clip + cfg.coarse_weight * coarse_distance(encoder, reference, fake) if cfg.coarse_weight else per_clip
+
     latent_avg = spectral_avg = None
     for step in range(cfg.generated_steps):
         idx = torch.randint(0, cfg.pool, (cfg.batch,), generator=rng)
@@ -185,10 +196,7 @@ def train_encoder(
         if cfg.spectral_weight and step % cfg.spectral_every == 0:
             k = min(cfg.spectral_batch, cfg.batch)
             # The generator's condition input takes the true condition: the spectral term trains the latent.
-            fake = generate(_rows(z[:k], c_true[:k] if c_true is not None else None))
-            spectral = spectral_distance(pool_audio[idx[:k]], fake, sample_rate).mean()
-            if cfg.coarse_weight:
-                spectral = spectral + cfg.coarse_weight * coarse_distance(encoder, pool_audio[idx[:k]], fake).mean()
+            spectral = objective(pool_audio[idx[:k]], generate(_rows(z[:k], c_true[:k] if c_true is not None else None))).mean()
             loss = loss + cfg.spectral_weight * spectral
             spectral_avg = spectral.item() if spectral_avg is None else 0.9 * spectral_avg + 0.1 * spectral.item()
         opt.zero_grad(set_to_none=True)
@@ -210,11 +218,9 @@ def train_encoder(
         log(f"encoder: the nearest of {cfg.pool} generated segments to each of {len(clips)} real clips found in "
             f"{time.perf_counter() - t:.0f} s (mean distance {float(nearest.mean()):.3f})")
 
-    def objective(reference: Tensor, fake: Tensor) -> Tensor:
-        per_clip = spectral_distance(reference, fake, sample_rate)
-        return per_clip + cfg.coarse_weight * coarse_distance(encoder, reference, fake) if cfg.coarse_weight else per_clip
-
     codes = _Codes(targets, d, model_cfg.latent_dist, cfg.code_lr) if targets is not None and cfg.code_lr > 0 else None
+    if codes is not None:
+        targets = codes.best  # improved in place as the phase goes
     for step in range(steps):
         pick = torch.randint(0, len(clips), (cfg.spectral_batch,), generator=rng)
         batch = clips[pick]
@@ -225,7 +231,6 @@ def train_encoder(
         if codes is not None:
             codes.step(pick, clips, lambda rows, target: objective(target, generate(rows)))
             codes.offer(pick, _rows(z.detach(), None if c is None else c.detach()), per_clip.detach())
-            targets = codes.best
         if targets is not None:
             # Regress the latent of the generated segment nearest each real clip: the spectral loss's gradient
             # cannot move a note's pitch across partials, a search over the pool can (see the module docstring).
@@ -242,11 +247,11 @@ def train_encoder(
         opt.step()
         real_avg = loss.item() if real_avg is None else 0.95 * real_avg + 0.05 * loss.item()
         if (step + 1) % 100 == 0:
-            seen = "" if codes is None else f", the targets' {float(codes.best_dist[codes.t > 0].mean()):.3f}"
+            seen = "" if codes is None else f", the targets' {codes.mean_distance():.3f}"
             log(f"encoder: real step {step + 1}/{steps}: spectral distance {real_avg:.3f}{seen}")
     summary["real"] = {"steps": steps, "clips": 0 if clips is None else len(clips), "spectral_distance": real_avg}
     if codes is not None and bool((codes.t > 0).any()):
-        summary["real"]["target_distance"] = float(codes.best_dist[codes.t > 0].mean())
+        summary["real"]["target_distance"] = codes.mean_distance()
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     for p in generator.parameters():
         p.requires_grad_(True)

@@ -42,7 +42,7 @@ class EncoderConfig:
     depth: int = 4  # stride-2 convolutions: the frames shrink 2**depth times
     hidden: int = 256  # the dense layer before the heads
     # Training: steps on the generator's own samples (latent loss, and the spectral loss of G(E(x)) every
-    # `spectral_every` steps), then steps on the GAN's real training clips (the spectral loss alone).
+    # `spectral_every` steps), then steps on the GAN's real training clips (the spectral loss and the targets below).
     pool: int = 2048  # generated (latent, audio) pairs drawn once and reused: generating costs more than encoding
     # Chosen on held-out piano and speech clips (benchmarks/inversion.py, docs/invert.md): the real phase, its
     # search targets and the blurred distance each moved the encoder nearer than the best of 1000 random latents
