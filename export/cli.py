@@ -12,6 +12,7 @@ import argparse
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ganstream.core.manifest import STREAMING_MODES, BundleError
@@ -65,10 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocoder-checkpoint", default="latest", metavar="latest|PATH", help="which checkpoint of the vocoder run (default: latest)")
     p.add_argument(
         "--encoder", action="store_true",
-        help="also train an encoder (audio -> latent) for `ganstream invert` and /ganstream/invert, and ship it in the bundle (waveform GANs; about ten CPU-minutes)",
+        help="also train an encoder (audio -> latent) for `ganstream invert` and /ganstream/invert, and ship it in the bundle (waveform GANs; about twenty-five CPU-minutes)",
     )
     p.add_argument("--encoder-steps", type=int, default=None, metavar="N",
-                   help="the encoder's training steps on generated audio (default 1000); twice as many follow on the run's real clips")
+                   help="the encoder's training steps on generated audio (default 1000); twice as many follow on the run's real clips, "
+                        "then one and a half times as many for its refiner")
+    p.add_argument("--encoder-iterations", type=int, default=None, metavar="K",
+                   help="corrections the encoder's refiner makes, each running the generator once (default 3); 0: the encoder alone, "
+                        "a graph without the generator's copy, smaller and faster but nearer less often")
     p.add_argument("--fused", action="store_true", help="spectral bundles: also write generator and vocoder as one graph (not faster; for hosts that run one graph)")
     return p
 
@@ -95,15 +100,23 @@ def _encoder_into(args: argparse.Namespace, argv: list[str], start: float) -> in
 
 
 def _encoder_option(args: argparse.Namespace) -> bool | EncoderConfig:
+    given = {k: v for k, v in (("--encoder-steps", args.encoder_steps), ("--encoder-iterations", args.encoder_iterations)) if v is not None}
     if not args.encoder:
-        if args.encoder_steps is not None:
-            raise ExportError("--encoder-steps goes with --encoder")
+        if given:
+            raise ExportError(f"{next(iter(given))} goes with --encoder")
         return False
-    if args.encoder_steps is None:
+    if not given:
         return True
-    if args.encoder_steps < 0:
-        raise ExportError(f"--encoder-steps: 0 or more, not {args.encoder_steps}")
-    return EncoderConfig(generated_steps=args.encoder_steps, real_steps=2 * args.encoder_steps, seed=args.seed)
+    for flag, value in given.items():
+        if value < 0:
+            raise ExportError(f"{flag}: 0 or more, not {value}")
+    cfg = EncoderConfig(seed=args.seed)
+    if args.encoder_steps is not None:
+        n = args.encoder_steps
+        cfg = replace(cfg, generated_steps=n, real_steps=2 * n, iteration_steps=3 * n // 2)
+    if args.encoder_iterations is not None:
+        cfg = replace(cfg, iterations=args.encoder_iterations)
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:

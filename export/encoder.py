@@ -4,7 +4,10 @@ The encoder (training/models/encoder.py, trained by training/encoder_train.py) m
 the latent, and for a conditioned GAN the condition, that regenerates it; `ganstream invert` and
 /ganstream/invert start from it. It is exported like the generator: traced to ONNX, checked against
 PyTorch on the generator's own samples (ParityError above the precision's limit), and declared in the
-manifest's optional `encoder` section (core/manifest.py), which readers without it ignore.
+manifest's optional `encoder` section (core/manifest.py), which readers without it ignore. With its
+refiner (EncoderConfig.iterations, on by default) the graph runs the generator between corrections, so it
+holds the generator's weights too: encoder.onnx is then larger than generator.onnx, and a host still runs
+one graph from audio to latent.
 """
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ from ganstream.training.checkpoint import load_generator
 from ganstream.training.config import load_config
 from ganstream.training.encoder_train import train_encoder
 from ganstream.training.models import build_generator, sample_latents
-from ganstream.training.models.encoder import Encoder, EncoderConfig
+from ganstream.training.models.encoder import Encoder, EncoderConfig, IterativeEncoder, Refiner
 from ganstream.training.spectral import spectral_distance
 
-TINY = dict(n_fft=256, hop=128, mels=16, width=8, depth=2, hidden=32, pool=64, batch=16, spectral_batch=4)
+TINY = dict(n_fft=256, hop=128, mels=16, width=8, depth=2, hidden=32, pool=64, batch=16, spectral_batch=4, iteration_steps=3)
 
 
 @pytest.fixture(autouse=True)
@@ -127,6 +127,10 @@ def test_export_with_encoder_writes_a_checked_graph(tiny_run, tmp_path):
     assert enc["parity_max_abs_error"] <= 1e-4
     assert manifest["provenance"]["encoder"]["generated"]["steps"] == 20
     assert manifest["provenance"]["encoder"]["real"]["steps"] == 40  # the defaults' ratio: twice as many on real clips
+    assert manifest["provenance"]["encoder"]["iterations"]["steps"] == 30  # and one and a half times as many for the refiner
+    import onnx
+
+    assert {n.op_type for n in onnx.load(str(out / "encoder.onnx")).graph.node} & {"ConvTranspose", "Resize"}  # the generator the refiner consults
     bundle = load_bundle(out)  # verify=True: sha256 and the graph's signature against the manifest
     assert bundle.encoder is not None and bundle.encoder.inputs[0].shape == ("batch", bundle.segment)
     # The graph computes what the torch encoder computes: rerun it on generated audio through ONNX Runtime.
@@ -144,6 +148,10 @@ def test_export_encoder_option_errors(tiny_run, tmp_path, capsys):
     assert "--encoder-steps goes with --encoder" in capsys.readouterr().err
     assert ganstream(["export", str(tiny_run), "-o", str(tmp_path / "y"), "--encoder", "--encoder-steps", "-1"]) == 2
     assert "--encoder-steps: 0 or more" in capsys.readouterr().err
+    assert ganstream(["export", str(tiny_run), "-o", str(tmp_path / "z"), "--encoder-iterations", "2"]) == 2
+    assert "--encoder-iterations goes with --encoder" in capsys.readouterr().err
+    assert ganstream(["export", str(tiny_run), "-o", str(tmp_path / "w"), "--encoder", "--encoder-iterations", "-2"]) == 2
+    assert "--encoder-iterations: 0 or more, not -2" in capsys.readouterr().err
 
 
 def test_encoder_into_an_exported_bundle_keeps_its_other_files(tiny_run, tmp_path, capsys):
@@ -151,12 +159,18 @@ def test_encoder_into_an_exported_bundle_keeps_its_other_files(tiny_run, tmp_pat
     assert ganstream(["export", str(tiny_run), "-o", str(out), "--controls", "0"]) == 0
     before = json.loads((out / "manifest.json").read_text())
     assert "encoder" not in before and load_bundle(out).encoder is None
-    assert ganstream(["export", str(tiny_run), "--into", str(out), "--encoder", "--encoder-steps", "10"]) == 0
+    assert ganstream(["export", str(tiny_run), "--into", str(out), "--encoder", "--encoder-steps", "10", "--encoder-iterations", "0"]) == 0
     after = json.loads((out / "manifest.json").read_text())
     assert after["encoder"]["file"] == "encoder.onnx"
     for rel, entry in before["files"].items():
         assert after["files"][rel] == entry  # the generator and the rest, byte for byte
     assert after["provenance"]["encoder"]["generated"]["steps"] == 10
+    # The encoder alone: no refiner trained, and no generator's copy in its graph.
+    assert after["provenance"]["encoder"]["config"]["iterations"] == 0 and "iterations" not in after["provenance"]["encoder"]
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(out / "encoder.onnx")).graph.node}
+    assert not ops & {"ConvTranspose", "Resize"}  # WaveGAN's upsampling: the generator is not in the graph
     assert load_bundle(out).encoder is not None
     capsys.readouterr()
     assert ganstream(["export", str(tiny_run), "--into", str(out)]) == 2
@@ -253,3 +267,56 @@ def test_a_conditioned_encoder_learns_the_pitch():
     enc, _ = train_encoder(gen, cfg, 16000, EncoderConfig(**{**TINY, "pool": 512, "lr": 3e-3}, generated_steps=300, real_steps=0, spectral_every=100))
     after = pitch_error(enc)
     assert after < 0.5 * before and after < 4.0, (before, after)  # semitones
+
+
+def test_an_untrained_refiner_returns_its_latent_and_keeps_uniform_latents_inside_the_range():
+    cfg = EncoderConfig(**TINY)
+    sample, heard = torch.randn(3, 16, 32), torch.randn(3, 16, 32)
+    z = torch.rand(3, 8) * 1.8 - 0.9
+    for dist in ("uniform", "normal"):
+        refiner = Refiner(cfg, 4096, 8, dist)
+        assert torch.allclose(refiner(sample, heard, z), z, atol=1e-5)
+    refiner = Refiner(cfg, 4096, 8, "uniform")
+    with torch.no_grad():
+        refiner.head[-1].bias.fill_(50.0)  # a correction far past the edge
+    out = refiner(sample, heard, z)
+    assert float(out.min()) > 0.99 and float(out.max()) <= 1.0
+
+
+def test_the_refiner_brings_the_encoders_latents_nearer_and_leaves_the_encoder_and_generator_alone():
+    cfg = SimpleNamespace(latent_dim=8, latent_dist="uniform", segment=4096, condition="none")
+    gen = Harmonics()
+    rows = sample_latents(cfg, 48, torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        clips = gen(rows)
+    enc_cfg = EncoderConfig(**{**TINY, "pool": 256, "lr": 3e-3, "iteration_steps": 150, "iterations": 2},
+                            generated_steps=60, real_steps=0, spectral_every=20)
+    model, summary = train_encoder(gen, cfg, 16000, enc_cfg, clips.numpy())
+    assert isinstance(model, IterativeEncoder) and model.iterations == 2
+    assert summary["iterations"]["steps"] == 150 and np.isfinite(summary["iterations"]["last_distance"])
+    with torch.no_grad():
+        alone = spectral_distance(clips, gen(model.encoder(clips)), 16000).mean()
+        refined = spectral_distance(clips, gen(model(clips)), 16000).mean()
+    assert float(refined) < 0.9 * float(alone), (float(alone), float(refined))
+    assert all(p.requires_grad for p in gen.parameters())
+    # Without real clips there is nothing to refine on: the encoder alone comes back.
+    plain, summary = train_encoder(gen, cfg, 16000, enc_cfg)
+    assert isinstance(plain, Encoder) and "iterations" not in summary
+
+
+def test_an_iterative_encoder_passes_a_conditioned_bundles_condition_through():
+    pitches = {str(p): 1 for p in range(48, 73)}
+    cfg = SimpleNamespace(latent_dim=8, latent_dist="uniform", segment=4096, condition="pitch", labels={"pitch_counts": pitches})
+    gen = PitchedHarmonics()
+    enc = Encoder(EncoderConfig(**TINY), 16000, 4096, 8, "uniform", condition_columns=1).eval()
+    refiner = Refiner(EncoderConfig(**TINY), 4096, 8, "uniform")
+    with torch.no_grad():
+        refiner.head[-1].bias.fill_(0.3)
+    model = IterativeEncoder(enc, refiner, gen, 3).eval()
+    audio = torch.randn(2, 4096) * 0.1
+    with torch.no_grad():
+        z0, c0 = enc(audio)
+        z, c = model(audio)
+        steps = model.run(enc.standardised(audio), z0, c0, 3)
+    assert z.shape == (2, 8) and torch.equal(c, c0)
+    assert len(steps) == 3 and torch.allclose(steps[-1], z) and not torch.allclose(z, z0)

@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trained-by", metavar="COMMAND", help="with --from-run: the command that trained it, recorded in the provenance")
     p.add_argument("--checkpoint", default="best", metavar="best|latest|PATH", help="which checkpoint to export (default: best)")
     p.add_argument("--fp16", action="store_true", help="store the weights as float16: half the size")
-    p.add_argument("--encoder", action="store_true", help="also train and ship an encoder for `ganstream invert` (about ten CPU-minutes; the shipped drums have one)")
+    p.add_argument("--encoder", action="store_true", help="also train and ship an encoder for `ganstream invert` (about twenty-five CPU-minutes; the shipped drums have one)")
     p.add_argument("--steps", type=int, help="training steps (default 4000)")
     p.add_argument("--runs", type=Path, default=ROOT / "runs", help="where the training run goes (default: runs/)")
     p.add_argument("--resume", action="store_true", help="continue the run of an earlier build instead of starting over")

@@ -1,7 +1,7 @@
 """Trains an encoder (models/encoder.py) that inverts a trained generator: audio -> the latent that regenerates it.
 
 Two phases, as the issue asks and as GAN-inversion encoders are trained (Zhu et al. 2016, "in-domain"
-inversion, Zhu et al. 2020):
+inversion, Zhu et al. 2020), then a third for the refiner:
 
 1. **On the generator's own samples.** A pool of (latent, G(latent)) pairs is drawn once (generating
    costs more than encoding, and the pool is reused every epoch). Each step regresses the latent (mean
@@ -20,9 +20,14 @@ inversion, Zhu et al. 2020):
    takes an Adam step through the generator at every visit (`_Codes`), and the nearest latent yet
    seen becomes the target, so the encoder learns to give in one pass what `ganstream invert
    --refine` reaches by search.
+3. **The refiner** (`iterations` > 0, real clips at hand): the encoder frozen, a `Refiner` learns to
+   correct its latent from the sample and what the generator makes of the latent (ReStyle, Alaluf et
+   al. 2021), on the same objective. The encoder alone kept underfitting the per-clip targets; a
+   correction that sees the generator's answer is a local step, which generalises to held-out clips.
+   The result is an `IterativeEncoder`, exported as one graph.
 
-The generator is frozen (eval mode, no parameter gradients). Returns the encoder in eval mode and a
-summary (losses at the end of each phase, seconds) that export records in the bundle's provenance.
+The generator is frozen (eval mode, no parameter gradients). Returns the encoder (an `IterativeEncoder`
+after phase 3) in eval mode and a summary (losses at the end of each phase, seconds) that export records in the bundle's provenance.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from torch import Tensor, nn
 from ganstream.core.manifest import LATENT_BOUNDS
 
 from .models import condition_size, sample_latents
-from .models.encoder import Encoder, EncoderConfig, octaves
+from .models.encoder import Encoder, EncoderConfig, IterativeEncoder, Refiner, octaves
 from .spectral import spectral_distance
 
 
@@ -234,14 +239,21 @@ def train_encoder(
         if targets is not None:
             # Regress the latent of the generated segment nearest each real clip: the spectral loss's gradient
             # cannot move a note's pitch across partials, a search over the pool can (see the module docstring).
-            z_true, c_true = _split(targets[pick], d)
-            anchor = F.mse_loss(z, z_true) + (_condition_loss(c, c_true) if c is not None else 0.0)
+            rows_pick, z_all, c_all = pick, z, c
+            if cfg.target_batch > len(pick):
+                extra = torch.randint(0, len(clips), (cfg.target_batch - len(pick),), generator=rng)
+                z_extra, c_extra = encode(clips[extra])
+                rows_pick, z_all = torch.cat([pick, extra]), torch.cat([z, z_extra])
+                c_all = None if c is None else torch.cat([c, c_extra])
+            z_true, c_true = _split(targets[rows_pick], d)
+            anchor = F.mse_loss(z_all, z_true) + (_condition_loss(c_all, c_true) if c_all is not None else 0.0)
         else:
             # Keep the generated phase's latent regression alive, so the real phase cannot drift off the latent range.
             idx = torch.randint(0, cfg.pool, (cfg.batch,), generator=rng)
             z_gen, c_gen = encode(pool_audio[idx])
             z_true, c_true = _split(pool_rows[idx], d)
             anchor = F.mse_loss(z_gen, z_true) + (_condition_loss(c_gen, c_true) if c_gen is not None else 0.0)
+        _decay(opt, cfg, step, steps)
         opt.zero_grad(set_to_none=True)
         (cfg.spectral_weight * loss + cfg.latent_weight * anchor).backward()
         opt.step()
@@ -252,7 +264,55 @@ def train_encoder(
     summary["real"] = {"steps": steps, "clips": 0 if clips is None else len(clips), "spectral_distance": real_avg}
     if codes is not None and bool((codes.t > 0).any()):
         summary["real"]["target_distance"] = codes.mean_distance()
+    result: nn.Module = encoder.eval()
+    if cfg.iterations and cfg.iteration_steps and clips is not None:
+        result = _train_refiner(encoder, generator, model_cfg, cfg, clips, objective, rng, summary, log)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     for p in generator.parameters():
         p.requires_grad_(True)
-    return encoder.eval(), summary
+    return result.eval(), summary
+
+
+def _train_refiner(
+    encoder: Encoder, generator: nn.Module, model_cfg: Any, cfg: EncoderConfig, clips: Tensor,
+    objective: Callable[[Tensor, Tensor], Tensor], rng: torch.Generator, summary: dict[str, Any], log: Callable[[str], None],
+) -> IterativeEncoder:
+    """Phase 3: the refiner (models/encoder.py) on the real clips, the encoder frozen. Each step runs the
+    `iterations` corrections from the encoder's latent, one optimiser step each on the objective of what the
+    corrected latent generates (the latent carried on detached, as ReStyle trains), so each correction learns
+    from where the previous ones leave a clip."""
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    refiner = Refiner(cfg, model_cfg.segment, model_cfg.latent_dim, model_cfg.latent_dist)
+    model = IterativeEncoder(encoder, refiner, generator, cfg.iterations)
+    opt = torch.optim.Adam(refiner.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    first = last = None
+    for step in range(cfg.iteration_steps):
+        batch = clips[torch.randint(0, len(clips), (cfg.spectral_batch,), generator=rng)]
+        with torch.no_grad():
+            out = encoder(batch)
+            z, c = out if isinstance(out, tuple) else (out, None)
+            sample = encoder.standardised(batch)
+        _decay(opt, cfg, step, cfg.iteration_steps)
+        for k in range(cfg.iterations):
+            (z,) = model.run(sample, z, c, 1)
+            d = objective(batch, generator(_rows(z, c)).reshape(len(batch), -1)).mean()
+            opt.zero_grad(set_to_none=True)
+            d.backward()
+            opt.step()
+            z = z.detach()
+            if k == 0:
+                first = d.item() if first is None else 0.95 * first + 0.05 * d.item()
+        last = d.item() if last is None else 0.95 * last + 0.05 * d.item()
+        if (step + 1) % 100 == 0:
+            log(f"encoder: iteration step {step + 1}/{cfg.iteration_steps}: distance after the first correction {first:.3f}, after the last {last:.3f}")
+    summary["iterations"] = {"iterations": cfg.iterations, "steps": cfg.iteration_steps, "first_distance": first, "last_distance": last}
+    for p in encoder.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def _decay(opt: torch.optim.Optimizer, cfg: EncoderConfig, step: int, steps: int) -> None:
+    """The learning rate along a cosine from `cfg.lr` at step 0 to `cfg.final_lr` of it at the last."""
+    for group in opt.param_groups:
+        group["lr"] = cfg.lr * (cfg.final_lr + (1 - cfg.final_lr) * 0.5 * (1 + np.cos(np.pi * step / steps)))
