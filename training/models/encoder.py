@@ -191,7 +191,7 @@ class IterativeEncoder(nn.Module):
     def forward(self, audio: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         out = self.encoder(audio)
         z, c = out if isinstance(out, tuple) else (out, None)
-        z = self.run(self.encoder.standardised(audio), z, c, self.iterations)[-1]
+        z = ([z] + self.run(self.encoder.standardised(audio), z, c, self.iterations))[-1]
         return z if c is None else (z, c)
 
     def run(self, sample: Tensor, z: Tensor, condition: Tensor | None, iterations: int) -> list[Tensor]:
