@@ -116,6 +116,7 @@ def export_graph(
             raise ExportError(f"{label}: torch.onnx.export failed at opset {opset}: {type(e).__name__}: {e}") from None
     model = onnx.load(str(path))
     declare_io(model, inputs, outputs, label)
+    share_constants(model)
     if fp16:
         store_weights_fp16(model, label)
     model.producer_name = "ganstream"
@@ -158,6 +159,36 @@ def declare_io(model: onnx.ModelProto, inputs: Sequence[TensorSpec], outputs: Se
                     dim.dim_param = symbolic[axis]
                 else:
                     dim.dim_value = int(d)
+
+
+SHARED_CONSTANT_BYTES = 1024  # smaller constants (shapes, scalars) are not worth a lookup
+
+
+def share_constants(model: onnx.ModelProto) -> None:
+    """Constant nodes holding the same tensor -> one, whose output feeds every user. The exporter writes a
+    constant for each use of a module's non-persistent buffer, so a module called several times (the STFT
+    basis of IterativeEncoder, once per correction) would store its tensor as often."""
+    first: dict[tuple[int, tuple[int, ...], bytes], str] = {}
+    alias: dict[str, str] = {}
+    kept = []
+    graph_outputs = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        attr = node.attribute[0] if node.op_type == "Constant" and len(node.attribute) == 1 else None
+        if (attr is not None and attr.name == "value" and len(attr.t.raw_data) >= SHARED_CONSTANT_BYTES
+                and node.output[0] not in graph_outputs):
+            key = (attr.t.data_type, tuple(attr.t.dims), attr.t.raw_data)
+            if key in first:
+                alias[node.output[0]] = first[key]
+                continue
+            first[key] = node.output[0]
+        kept.append(node)
+    if not alias:
+        return
+    for node in kept:
+        for i, name in enumerate(node.input):
+            node.input[i] = alias.get(name, name)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
 
 
 def store_weights_fp16(model: onnx.ModelProto, label: str) -> None:

@@ -130,7 +130,11 @@ def test_export_with_encoder_writes_a_checked_graph(tiny_run, tmp_path):
     assert manifest["provenance"]["encoder"]["iterations"]["steps"] == 30  # and one and a half times as many for the refiner
     import onnx
 
-    assert {n.op_type for n in onnx.load(str(out / "encoder.onnx")).graph.node} & {"ConvTranspose", "Resize"}  # the generator the refiner consults
+    graph = onnx.load(str(out / "encoder.onnx")).graph
+    assert {n.op_type for n in graph.node} & {"ConvTranspose", "Resize"}  # the generator the refiner consults
+    # The STFT basis, traced once per correction, is stored once (export/onnx.py share_constants).
+    big = [n.attribute[0].t.raw_data for n in graph.node if n.op_type == "Constant" and len(n.attribute[0].t.raw_data) >= 1024]
+    assert big and len(big) == len(set(big))
     bundle = load_bundle(out)  # verify=True: sha256 and the graph's signature against the manifest
     assert bundle.encoder is not None and bundle.encoder.inputs[0].shape == ("batch", bundle.segment)
     # The graph computes what the torch encoder computes: rerun it on generated audio through ONNX Runtime.
