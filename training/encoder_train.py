@@ -280,7 +280,8 @@ def _train_refiner(
     """Phase 3: the refiner (models/encoder.py) on the real clips, the encoder frozen. Each step runs the
     `iterations` corrections from the encoder's latent, one optimiser step each on the objective of what the
     corrected latent generates (the latent carried on detached, as ReStyle trains), so each correction learns
-    from where the previous ones leave a clip."""
+    from where the previous ones leave a clip. What a correction's latent generates is scored, then heard
+    by the next correction: the generator runs once per correction, as IterativeEncoder.run does."""
     for p in encoder.parameters():
         p.requires_grad_(False)
     refiner = Refiner(cfg, model_cfg.segment, model_cfg.latent_dim, model_cfg.latent_dist)
@@ -293,10 +294,12 @@ def _train_refiner(
             out = encoder(batch)
             z, c = out if isinstance(out, tuple) else (out, None)
             sample = encoder.standardised(batch)
+            fake = generator(_rows(z, c)).reshape(len(batch), -1)
         _decay(opt, cfg, step, cfg.iteration_steps)
         for k in range(cfg.iterations):
-            (z,) = model.run(sample, z, c, 1)
-            d = objective(batch, generator(_rows(z, c)).reshape(len(batch), -1)).mean()
+            z = refiner(sample, encoder.standardised(fake.detach()), z)
+            fake = generator(_rows(z, c)).reshape(len(batch), -1)
+            d = objective(batch, fake).mean()
             opt.zero_grad(set_to_none=True)
             d.backward()
             opt.step()
