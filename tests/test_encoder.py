@@ -321,6 +321,38 @@ def test_an_iterative_encoder_passes_a_conditioned_bundles_condition_through():
     with torch.no_grad():
         z0, c0 = enc(audio)
         z, c = model(audio)
-        steps = model.run(enc.standardised(audio), z0, c0, 3)
+        steps, distances = model.run(audio, z0, c0, 3)
     assert z.shape == (2, 8) and torch.equal(c, c0)
-    assert len(steps) == 3 and torch.allclose(steps[-1], z) and not torch.allclose(z, z0)
+    assert len(steps) == 4 and distances == [] and torch.equal(steps[0], z0)
+    assert torch.allclose(steps[-1], z) and not torch.allclose(z, z0)
+
+
+def test_a_selecting_iterative_encoder_returns_its_nearest_latent_and_exports_the_choice(tmp_path):
+    import onnxruntime as ort
+
+    from ganstream.export.onnx import TensorSpec, export_graph
+
+    gen = Harmonics()
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(**TINY), 16000, 4096, 8, "uniform").eval()
+    refiner = Refiner(EncoderConfig(**TINY), 4096, 8, "uniform")
+    with torch.no_grad():  # corrections that walk the latent about: nearer for some clips, farther for others
+        refiner.head[-1].weight.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(4))
+        refiner.head[-1].bias.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(104))
+    model = IterativeEncoder(enc, refiner, gen, 4, select=True).eval()
+    audio = gen(torch.rand(6, 8, generator=torch.Generator().manual_seed(4)) * 1.6 - 0.8)
+    with torch.no_grad():
+        z = model(audio)
+        latents, distances = model.run(audio, enc(audio), None, 4, measure=True)
+    table = torch.stack(distances, dim=1)  # (6, 5): the encoder's latent and each correction's
+    assert table.shape == (6, 5) and len(latents) == 5
+    picked = table.argmin(dim=1)
+    assert len(set(picked.tolist())) > 1  # the test means something only if the choice differs by clip
+    for b in range(6):
+        assert torch.equal(z[b], latents[int(picked[b])][b])
+    # The choice is what ONNX Runtime computes too: the argmin and gather export.
+    path = tmp_path / "encoder.onnx"
+    export_graph(model, (audio[:2],), [TensorSpec("audio", ("batch", 4096))], [TensorSpec("latent", ("batch", 8))], path,
+                 parity_inputs=(audio,), label="encoder.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"audio": audio.numpy()})[0], z.numpy(), atol=1e-4)

@@ -278,14 +278,15 @@ def _train_refiner(
     objective: Callable[[Tensor, Tensor], Tensor], rng: torch.Generator, summary: dict[str, Any], log: Callable[[str], None],
 ) -> IterativeEncoder:
     """Phase 3: the refiner (models/encoder.py) on the real clips, the encoder frozen. Each step runs the
-    `iterations` corrections from the encoder's latent, one optimiser step each on the objective of what the
+    `trained_iterations` corrections from the encoder's latent (the graph runs `iterations`), one optimiser step each on the objective of what the
     corrected latent generates (the latent carried on detached, as ReStyle trains), so each correction learns
     from where the previous ones leave a clip. What a correction's latent generates is scored, then heard
     by the next correction: the generator runs once per correction, as IterativeEncoder.run does."""
     for p in encoder.parameters():
         p.requires_grad_(False)
     refiner = Refiner(cfg, model_cfg.segment, model_cfg.latent_dim, model_cfg.latent_dist)
-    model = IterativeEncoder(encoder, refiner, generator, cfg.iterations)
+    model = IterativeEncoder(encoder, refiner, generator, cfg.iterations, cfg.select)
+    unrolled = min(cfg.iterations, cfg.trained_iterations)
     opt = torch.optim.Adam(refiner.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     first = last = None
     for step in range(cfg.iteration_steps):
@@ -296,7 +297,7 @@ def _train_refiner(
             sample = encoder.standardised(batch)
             fake = generator(_rows(z, c)).reshape(len(batch), -1)
         _decay(opt, cfg, step, cfg.iteration_steps)
-        for k in range(cfg.iterations):
+        for k in range(unrolled):
             z = refiner(sample, encoder.standardised(fake.detach()), z)
             fake = generator(_rows(z, c)).reshape(len(batch), -1)
             d = objective(batch, fake).mean()
@@ -309,7 +310,8 @@ def _train_refiner(
         last = d.item() if last is None else 0.95 * last + 0.05 * d.item()
         if (step + 1) % 100 == 0:
             log(f"encoder: iteration step {step + 1}/{cfg.iteration_steps}: distance after the first correction {first:.3f}, after the last {last:.3f}")
-    summary["iterations"] = {"iterations": cfg.iterations, "steps": cfg.iteration_steps, "first_distance": first, "last_distance": last}
+    summary["iterations"] = {"iterations": cfg.iterations, "trained": unrolled, "select": cfg.select, "steps": cfg.iteration_steps,
+                             "first_distance": first, "last_distance": last}
     for p in encoder.parameters():
         p.requires_grad_(True)
     return model

@@ -77,9 +77,15 @@ class EncoderConfig:
     # Iterative refinement (ReStyle, Alaluf et al. 2021): a second network looks at the sample beside what the
     # generator makes of the current latent and corrects the latent, `iterations` times, all inside the exported
     # encoder graph (which so carries the generator too). Trained after phase 2 for `iteration_steps` steps on the
-    # real clips, the encoder frozen; 0 iterations: the encoder alone.
-    iterations: int = 3
+    # real clips, the encoder frozen, unrolling `trained_iterations` corrections a step (at most `iterations`);
+    # 0 iterations: the encoder alone.
+    iterations: int = 8
+    trained_iterations: int = 3
     iteration_steps: int = 1500
+    # The graph returns the nearest of its latents (the encoder's and each correction's) to the sample, by the
+    # spectral distance at the encoder's own STFT: corrections past the trained ones wander as often as they
+    # improve, and a correction can make one clip worse. Costs one more generator run.
+    select: bool = True
     batch: int = 32
     spectral_batch: int = 8  # batch of the steps that run the generator
     lr: float = 1e-3
@@ -95,6 +101,8 @@ class EncoderConfig:
                 raise ValueError(f"encoder: {name} must be 1 or more, got {getattr(self, name)}")
         if min(self.depth, self.generated_steps, self.real_steps, self.iterations, self.iteration_steps) < 0:
             raise ValueError("encoder: depth, generated_steps, real_steps, iterations and iteration_steps must be 0 or more")
+        if self.trained_iterations < 1:
+            raise ValueError(f"encoder: trained_iterations must be 1 or more, got {self.trained_iterations}")
         if self.target_batch < 1 or not 0 < self.final_lr <= 1:
             raise ValueError(f"encoder: target_batch must be 1 or more and 0 < final_lr <= 1, got {self.target_batch}, {self.final_lr}")
         if not self.lr > 0:
@@ -118,11 +126,15 @@ class Encoder(nn.Module):
         self.latent = nn.Linear(cfg.hidden, latent_dim)
         self.condition = nn.Linear(cfg.hidden, condition_columns) if condition_columns else None
 
-    def features(self, audio: Tensor) -> Tensor:
-        """(B, segment) -> (B, mels, frames) log-mel, not yet standardised."""
+    def magnitude(self, audio: Tensor) -> Tensor:
+        """(B, segment) -> (B, n_fft // 2 + 1, frames) |STFT|, floored at LOG_FLOOR."""
         real, imag = self.stft(audio)
-        power = real * real + imag * imag
-        return torch.log(torch.einsum("mf,bft->bmt", self.mel, torch.sqrt(power + LOG_FLOOR**2)) + LOG_FLOOR)
+        return torch.sqrt(real * real + imag * imag + LOG_FLOOR**2)
+
+    def features(self, audio: Tensor, magnitude: Tensor | None = None) -> Tensor:
+        """(B, segment) -> (B, mels, frames) log-mel, not yet standardised (from `magnitude` where given)."""
+        mag = self.magnitude(audio) if magnitude is None else magnitude
+        return torch.log(torch.einsum("mf,bft->bmt", self.mel, mag) + LOG_FLOOR)
 
     def set_statistics(self, audio: Tensor) -> None:
         """Per-band mean and std of the log-mel frames of `audio` (N, segment): the standardisation."""
@@ -131,9 +143,9 @@ class Encoder(nn.Module):
             self.band_mean.copy_(feats.mean(dim=(0, 2)).unsqueeze(1))
             self.band_std.copy_(feats.std(dim=(0, 2)).clamp_min(1e-3).unsqueeze(1))
 
-    def standardised(self, audio: Tensor) -> Tensor:
-        """(B, segment) -> (B, mels, frames) log-mel, standardised per band."""
-        return (self.features(audio) - self.band_mean) / self.band_std
+    def standardised(self, audio: Tensor, magnitude: Tensor | None = None) -> Tensor:
+        """(B, segment) -> (B, mels, frames) log-mel, standardised per band (from `magnitude` where given)."""
+        return (self.features(audio, magnitude) - self.band_mean) / self.band_std
 
     def forward(self, audio: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         h = self.dense(self.stack(self.standardised(audio)))
@@ -181,28 +193,49 @@ UNIFORM_EDGE = 0.999  # a uniform latent's refinement starts from atanh of it, f
 class IterativeEncoder(nn.Module):
     """The encoder, then `iterations` refinements, each given what `generator` makes of the latent so far:
     (B, segment) audio -> what `Encoder` returns. The generator ((B, D [+ C]) -> audio) is frozen and part of
-    the module, so the exported graph holds it: a host runs one graph, no loop of its own."""
+    the module, so the exported graph holds it: a host runs one graph, no loop of its own. With `select`, the
+    latent returned is the nearest to the sample of the encoder's and every correction's (`frame_distance`)."""
 
-    def __init__(self, encoder: Encoder, refiner: Refiner, generator: nn.Module, iterations: int):
+    def __init__(self, encoder: Encoder, refiner: Refiner, generator: nn.Module, iterations: int, select: bool = False):
         super().__init__()
-        self.encoder, self.refiner, self.generator, self.iterations = encoder, refiner, generator, iterations
+        self.encoder, self.refiner, self.generator, self.iterations, self.select = encoder, refiner, generator, iterations, select
         self.cfg = encoder.cfg
 
     def forward(self, audio: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         out = self.encoder(audio)
         z, c = out if isinstance(out, tuple) else (out, None)
-        z = ([z] + self.run(self.encoder.standardised(audio), z, c, self.iterations))[-1]
+        latents, distances = self.run(audio, z, c, self.iterations, measure=self.select)
+        if self.select:
+            # The nearest by a gather, which ONNX exports, rather than indexing by a tensor of positions.
+            best = torch.stack(distances, dim=1).argmin(dim=1)  # (B,)
+            stacked = torch.stack(latents, dim=1)  # (B, iterations + 1, D)
+            z = torch.gather(stacked, 1, best.view(-1, 1, 1).expand(-1, 1, stacked.shape[2])).squeeze(1)
+        else:
+            z = latents[-1]
         return z if c is None else (z, c)
 
-    def run(self, sample: Tensor, z: Tensor, condition: Tensor | None, iterations: int) -> list[Tensor]:
-        """sample: (B, mels, frames) standardised; z: (B, D) -> the latents after each of `iterations` corrections."""
-        latents = []
-        for _ in range(iterations):
+    def run(self, audio: Tensor, z: Tensor, condition: Tensor | None, iterations: int, measure: bool = False) -> tuple[list[Tensor], list[Tensor]]:
+        """audio: (B, segment); z: (B, D) -> ([z, then the latent after each of `iterations` corrections],
+        [each one's `frame_distance` to the audio, (B,)] where `measure`, else [])."""
+        target = self.encoder.magnitude(audio)
+        sample = self.encoder.standardised(audio, target)
+        latents, distances = [z], []
+        for k in range(iterations + int(measure)):
             rows = z if condition is None else torch.cat([z, condition], dim=1)
-            heard = self.encoder.standardised(self.generator(rows).reshape(z.shape[0], -1))
-            z = self.refiner(sample, heard, z)
-            latents.append(z)
-        return latents
+            heard = self.encoder.magnitude(self.generator(rows).reshape(z.shape[0], -1))
+            if measure:
+                distances.append(frame_distance(target, heard))
+            if k < iterations:
+                z = self.refiner(sample, self.encoder.standardised(audio, heard), z)
+                latents.append(z)
+        return latents, distances
+
+
+def frame_distance(reference: Tensor, candidate: Tensor) -> Tensor:
+    """(B, bins, frames) magnitudes each -> (B,): spectral convergence plus log-magnitude L1, core/distance.py's
+    terms at one resolution (the encoder's STFT, n_fft 512 and hop 128 by default: the middle one of its three)."""
+    sc = torch.sqrt(((candidate - reference) ** 2).sum(dim=(1, 2))) / (torch.sqrt((reference**2).sum(dim=(1, 2))) + 1e-8)
+    return sc + (torch.log(reference) - torch.log(candidate)).abs().mean(dim=(1, 2))
 
 
 def _stack(cfg: EncoderConfig, channels: int, segment: int) -> tuple[nn.Sequential, nn.Sequential]:
