@@ -71,6 +71,11 @@ CONDITION_INPUT = "condition"  # the generator graph's second input: (batch, C) 
 # bundle as before, and checks the file's sha256 with the others.
 ENCODER_INPUT = "audio"  # (batch, model.segment) samples at model.sample_rate
 ENCODER_OUTPUTS = ("latent", CONDITION_INPUT)  # (batch, D), then for a conditioned bundle (batch, C) its estimated condition
+# `refiner` (optional, beside `encoder`, version-free for the same reason): one correction of the encoder's latent,
+# {"graph": ..., "iterations": K}. A host runs it K times, the bundle's generator between (realtime/inversion.py),
+# and keeps the latent whose audio was nearest the sample by the graph's own distance output.
+REFINER_INPUTS = (ENCODER_INPUT, "heard", "latent")  # the sample, what the generator makes of the latent (batch, segment) each; (batch, D)
+REFINER_OUTPUTS = ("corrected", "distance")  # (batch, D) the corrected latent; (batch,) how far `heard` is from the sample
 # model.kind -> (graph roles it may have, roles it must have)
 ROLES = {
     "waveform": (("generator",), ("generator",)),
@@ -193,6 +198,22 @@ class Graph:
             "opset": self.opset,
             "parity_max_abs_error": self.parity_max_abs_error,
         }
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """`refiner`: the graph of one correction of the encoder's latent, and how many corrections a host runs."""
+
+    graph: Graph
+    iterations: int
+
+    @classmethod
+    def from_json(cls, data: Any, file: str = MANIFEST, path: str = "refiner") -> Refinement:
+        f = _section(data, file, path)
+        return cls(graph=Graph.from_json(f.get(data, "graph", path), file, f"{path}.graph"), iterations=f.integer(data, "iterations", path, minimum=1))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"graph": self.graph.to_json(), "iterations": self.iterations}
 
 
 def _tensors(g: dict, key: str, prefix: str, f: _Fields) -> tuple[TensorSpec, ...]:
@@ -533,6 +554,7 @@ class Manifest:
     provenance: dict[str, Any]
     condition: Condition | None = None  # a conditioned generator's (format version 5)
     encoder: Graph | None = None  # audio -> latent (and condition), any version
+    refiner: Refinement | None = None  # a correction of the encoder's latent, any version; only with `encoder`
 
     @property
     def kind(self) -> str:
@@ -607,8 +629,15 @@ class Manifest:
             encoder = Graph.from_json(data["encoder"], file, "encoder")
             _listed(encoder.file, files, f, "encoder.file", " (so its sha256 cannot be checked)")
             _check_encoder(encoder, model, f, condition)
+        refiner = None
+        if data.get("refiner") is not None:
+            if encoder is None:
+                f.fail("refiner", "is a correction of the encoder's latent, but the manifest has no `encoder`")
+            refiner = Refinement.from_json(data["refiner"], file)
+            _listed(refiner.graph.file, files, f, "refiner.graph.file", " (so its sha256 cannot be checked)")
+            _check_refiner(refiner.graph, model, f)
         provenance = f.section(data, "provenance")
-        return cls(version, name, model, graphs, spectral, controls, streaming, files, provenance, condition, encoder)
+        return cls(version, name, model, graphs, spectral, controls, streaming, files, provenance, condition, encoder, refiner)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -625,6 +654,7 @@ class Manifest:
             # Only where there is one: bundles of versions 1 to 4 write the bytes they wrote before it existed.
             **({"condition": self.condition.to_json()} if self.condition is not None else {}),
             **({"encoder": self.encoder.to_json()} if self.encoder is not None else {}),
+            **({"refiner": self.refiner.to_json()} if self.refiner is not None else {}),
         }
 
     def dumps(self) -> str:
@@ -765,6 +795,19 @@ def _check_encoder(enc: Graph, model: Model, f: _Fields, condition: Condition | 
     for i, (spec, shape) in enumerate(zip(enc.outputs, shapes)):
         if list(spec.shape) != shape:
             f.fail(f"encoder.outputs[{i}].shape", f"is {json_brief(list(spec.shape))} but must be {json_brief(shape)}")
+
+
+def _check_refiner(ref: Graph, model: Model, f: _Fields) -> None:
+    """`refiner.graph`: inputs "audio" and "heard" (batch, segment) and "latent" (batch, D); outputs "corrected"
+    (batch, D) and "distance" (batch,). A conditioned bundle's condition does not pass through it."""
+    audio, latent = [BATCH, model.segment], [BATCH, model.latent.size]
+    for side, specs, want in (("inputs", ref.inputs, (audio, audio, latent)), ("outputs", ref.outputs, (latent, [BATCH]))):
+        names = REFINER_INPUTS if side == "inputs" else REFINER_OUTPUTS
+        if tuple(s.name for s in specs) != names:
+            f.fail(f"refiner.graph.{side}", f"must list {json_brief(list(names))}, got {json_brief([s.name for s in specs])}")
+        for i, (spec, shape) in enumerate(zip(specs, want)):
+            if list(spec.shape) != shape:
+                f.fail(f"refiner.graph.{side}[{i}].shape", f"is {json_brief(list(spec.shape))} but must be {json_brief(shape)}")
 
 
 def _condition_input(gen: Graph, role: str, f: _Fields, condition: Condition | None) -> None:

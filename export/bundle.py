@@ -366,13 +366,13 @@ def with_encoder(
     fill: Callable[[Path], Manifest], generator: Any, cfg: Any, out: Path, options: dict[str, Any], say: Callable[[str], None], encoder_cfg: Any = None,
 ) -> Callable[[Path], Manifest]:
     """`fill`, then an encoder trained for `generator` (export/encoder.py) in the same bundle, declared in `encoder`
-    with its training summary in `provenance.encoder`."""
+    (and its refiner in `refiner`) with its training summary in `provenance.encoder`."""
     from .encoder import encoder_graph
 
     def fill_with_encoder(tmp: Path) -> Manifest:
         manifest = fill(tmp)
-        graph, summary = encoder_graph(generator, cfg, tmp, out, options, say, encoder_cfg)
-        return replace(manifest, encoder=graph, provenance={**manifest.provenance, "encoder": summary})
+        graph, refinement, summary = encoder_graph(generator, cfg, tmp, out, options, say, encoder_cfg)
+        return replace(manifest, encoder=graph, refiner=refinement, provenance={**manifest.provenance, "encoder": summary})
 
     return fill_with_encoder
 

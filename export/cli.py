@@ -72,9 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the encoder's training steps on generated audio (default 1000); twice as many follow on the run's real clips, "
                         "then one and a half times as many for its refiner")
     p.add_argument("--encoder-iterations", type=int, default=None, metavar="K",
-                   help="corrections the encoder's refiner makes, each running the generator once (default 8; it trains on the first 3), "
-                        "the graph returning the nearest of its latents; 0: the encoder alone, a graph without the generator's copy, "
-                        "smaller and faster but nearer less often")
+                   help="corrections the encoder's refiner makes, each running the generator once (default 6; it trains on the first 3); "
+                        "the nearest of the latents found is kept; 0: the encoder alone, faster but nearer less often")
     p.add_argument("--fused", action="store_true", help="spectral bundles: also write generator and vocoder as one graph (not faster; for hosts that run one graph)")
     return p
 

@@ -4,10 +4,10 @@ The encoder (training/models/encoder.py, trained by training/encoder_train.py) m
 the latent, and for a conditioned GAN the condition, that regenerates it; `ganstream invert` and
 /ganstream/invert start from it. It is exported like the generator: traced to ONNX, checked against
 PyTorch on the generator's own samples (ParityError above the precision's limit), and declared in the
-manifest's optional `encoder` section (core/manifest.py), which readers without it ignore. With its
-refiner (EncoderConfig.iterations, on by default) the graph runs the generator between corrections, so it
-holds the generator's weights too: encoder.onnx is then larger than generator.onnx, and a host still runs
-one graph from audio to latent.
+manifest's optional `encoder` section (core/manifest.py), which readers without it ignore. Its refiner
+(EncoderConfig.iterations, on by default) is a second graph, one correction (models/encoder.py
+`RefinerStep`), declared in `refiner` with the number of corrections; the host runs the bundle's generator
+between corrections (realtime/inversion.py), so the bundle keeps one copy of the generator.
 """
 
 from __future__ import annotations
@@ -22,15 +22,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ganstream.core.manifest import CONDITION_INPUT, ENCODER_INPUT, ENCODER_OUTPUTS, Graph
+from ganstream.core.manifest import CONDITION_INPUT, ENCODER_INPUT, ENCODER_OUTPUTS, REFINER_INPUTS, REFINER_OUTPUTS, Graph, Refinement
 from ganstream.training.data.dataset import load_dataset
 from ganstream.training.encoder_train import train_encoder
 from ganstream.training.models import condition_size, sample_latents
-from ganstream.training.models.encoder import EncoderConfig
+from ganstream.training.models.encoder import EncoderConfig, IterativeEncoder
 
 from .onnx import DEFAULT_OPSET, PARITY_ITEMS, TensorSpec, export_graph
 
 ENCODER_FILE = "encoder.onnx"
+REFINER_FILE = "refiner.onnx"
 MAX_REAL_CLIPS = 2048  # real training segments phase 2 draws from (memory: 2048 one-second clips are 134 MB)
 
 
@@ -51,29 +52,52 @@ def real_clips(cfg: Any, say: Callable[[str], None]) -> np.ndarray | None:
 def encoder_graph(
     generator: nn.Module, cfg: Any, tmp: Path, out: Path, options: dict[str, Any], say: Callable[[str], None],
     encoder_cfg: EncoderConfig | None = None, real: np.ndarray | None | bool = True,
-) -> tuple[Graph, dict[str, Any]]:
-    """Trains the encoder of `generator` ((B, D [+ C]) -> (B, segment) audio) and writes tmp/encoder.onnx;
-    returns its manifest entry and a summary for the provenance. real: True loads the run's training
-    clips, an array gives them, None or False trains on generated segments only."""
+) -> tuple[Graph, Refinement | None, dict[str, Any]]:
+    """Trains the encoder of `generator` ((B, D [+ C]) -> (B, segment) audio) and writes tmp/encoder.onnx, and
+    tmp/refiner.onnx where it has a refiner; returns their manifest entries and a summary for the provenance.
+    real: True loads the run's training clips, an array gives them, None or False trains on generated segments only."""
     enc_cfg = encoder_cfg or EncoderConfig(seed=options.get("seed", 0))
     clips = real_clips(cfg, say) if real is True else (real if isinstance(real, np.ndarray) else None)
-    rate = cfg.data.sample_rate
-    encoder, summary = train_encoder(generator, cfg.model, rate, enc_cfg, clips, say)
+    model, summary = train_encoder(generator, cfg.model, cfg.data.sample_rate, enc_cfg, clips, say)
     t0 = time.perf_counter()
+    graph, refinement = write_graphs(model, generator, cfg, tmp, out, options)
+    say(f"encoder: {graph.precision}, parity max abs error {graph.parity_max_abs_error:.3g} over {PARITY_ITEMS} generated segments, "
+        f"trained in {summary['seconds']:.0f} s, exported in {time.perf_counter() - t0:.1f} s")
+    if refinement is not None:
+        say(f"refiner: {refinement.graph.precision}, parity max abs error {refinement.graph.parity_max_abs_error:.3g}, "
+            f"{refinement.iterations} corrections, each running the bundle's generator once")
+    summary["config"] = asdict(enc_cfg)
+    return graph, refinement, summary
+
+
+def write_graphs(model: nn.Module, generator: nn.Module, cfg: Any, tmp: Path, out: Path, options: dict[str, Any]) -> tuple[Graph, Refinement | None]:
+    """A trained `Encoder` or `IterativeEncoder` -> tmp/encoder.onnx (and tmp/refiner.onnx, one correction),
+    each checked against PyTorch on the generator's samples; their manifest entries."""
+    encoder = model.encoder if isinstance(model, IterativeEncoder) else model
     with torch.no_grad():
         rows = sample_latents(cfg.model, PARITY_ITEMS, torch.Generator().manual_seed(options.get("seed", 0) + 1))
         audio = generator.eval()(rows).reshape(PARITY_ITEMS, -1)
-    d, c = cfg.model.latent_dim, condition_size(cfg.model)
+    d, c, n = cfg.model.latent_dim, condition_size(cfg.model), cfg.model.segment
+    opset, fp16 = options.get("opset", DEFAULT_OPSET), options.get("fp16", False)
     outputs = [TensorSpec(ENCODER_OUTPUTS[0], ("batch", d))] + ([TensorSpec(CONDITION_INPUT, ("batch", c))] if c else [])
     entry = export_graph(
-        encoder, (audio[:2],), [TensorSpec(ENCODER_INPUT, ("batch", cfg.model.segment))], outputs, tmp / ENCODER_FILE,
-        opset=options.get("opset", DEFAULT_OPSET), fp16=options.get("fp16", False), parity_inputs=(audio,), label=str(out / ENCODER_FILE),
+        encoder, (audio[:2],), [TensorSpec(ENCODER_INPUT, ("batch", n))], outputs, tmp / ENCODER_FILE,
+        opset=opset, fp16=fp16, parity_inputs=(audio,), label=str(out / ENCODER_FILE),
     )
     graph = Graph.from_json(entry, str(out / "manifest.json"), "encoder")
-    say(f"encoder: {graph.precision}, parity max abs error {graph.parity_max_abs_error:.3g} over {PARITY_ITEMS} generated segments, "
-        f"trained in {summary['seconds']:.0f} s, exported in {time.perf_counter() - t0:.1f} s")
-    summary["config"] = asdict(enc_cfg)
-    return graph, summary
+    if not isinstance(model, IterativeEncoder):
+        return graph, None
+    # Checked on the generator's samples beside what it makes of the encoder's latents for them: the pairs a host feeds it.
+    with torch.no_grad():
+        encoded = encoder(audio)
+        z, estimate = encoded if isinstance(encoded, tuple) else (encoded, None)
+        heard = generator(z if estimate is None else torch.cat([z, estimate], dim=1)).reshape(PARITY_ITEMS, -1)
+    specs = [TensorSpec(name, ("batch", n)) for name in REFINER_INPUTS[:2]] + [TensorSpec(REFINER_INPUTS[2], ("batch", d))]
+    entry = export_graph(
+        model.step, (audio[:2], heard[:2], z[:2]), specs, [TensorSpec(REFINER_OUTPUTS[0], ("batch", d)), TensorSpec(REFINER_OUTPUTS[1], ("batch",))],
+        tmp / REFINER_FILE, opset=opset, fp16=fp16, parity_inputs=(audio, heard, z), label=str(out / REFINER_FILE),
+    )
+    return graph, Refinement(Graph.from_json(entry, str(out / "manifest.json"), "refiner.graph"), model.iterations)
 
 
 def add_encoder(
@@ -110,9 +134,10 @@ def add_encoder(
 
     def fill(tmp: Path) -> Manifest:
         for rel in spec.files:
-            if rel != ENCODER_FILE:
+            if rel not in (ENCODER_FILE, REFINER_FILE):
                 shutil.copy2(out / rel, tmp / rel)
-        graph, summary = encoder_graph(generator, cfg, tmp, out, options, say, encoder_cfg)
-        return replace(spec, encoder=graph, provenance={**spec.provenance, "encoder": {**summary, "command": command, "run_checkpoint": str(path)}})
+        graph, refinement, summary = encoder_graph(generator, cfg, tmp, out, options, say, encoder_cfg)
+        return replace(spec, encoder=graph, refiner=refinement,
+                       provenance={**spec.provenance, "encoder": {**summary, "command": command, "run_checkpoint": str(path)}})
 
     return write_bundle(out, fill, None, say)

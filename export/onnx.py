@@ -11,8 +11,8 @@ It uses the TorchScript exporter (`dynamo=False`): in torch 2.13 the dynamo
 exporter produced wrong WaveGAN graphs (max error 0.149), the TorchScript one
 2e-8.
 
-fp16 stores every weight matrix and kernel (initialisers of two or more
-dimensions) as float16 and casts it back to float32 inside the graph; ONNX
+fp16 stores every weight matrix and kernel (initialisers and constants of two
+or more dimensions) as float16 and casts it back to float32 inside the graph; ONNX
 Runtime folds those casts when it opens the session. The file is about half
 the size, inputs, outputs and arithmetic stay float32, and the graph runs on
 every execution provider: ONNX Runtime's CPU provider has no float16 kernels
@@ -192,20 +192,36 @@ def share_constants(model: onnx.ModelProto) -> None:
 
 
 def store_weights_fp16(model: onnx.ModelProto, label: str) -> None:
-    """Stores float32 initialisers of rank >= 2 as float16, each followed by a Cast back to float32."""
+    """Stores float32 initialisers of rank >= 2, and Constant nodes of rank >= 2 (a module's non-persistent
+    buffers: an STFT basis, a mel matrix), as float16, each followed by a Cast back to float32."""
     graph = model.graph
     casts = []
     for init in graph.initializer:
         if init.data_type != TensorProto.FLOAT or len(init.dims) < 2:
             continue
-        name, weights = init.name, numpy_helper.to_array(init)
-        if np.abs(weights).max(initial=0.0) > _FP16_MAX:
-            raise ExportError(f"{label}: weight {name} exceeds the float16 range ({np.abs(weights).max():.3g}); export it in fp32")
+        name, weights = init.name, _fp16_range(numpy_helper.to_array(init), init.name, label)
         init.CopyFrom(numpy_helper.from_array(weights.astype(np.float16), f"{name}__fp16"))
         casts.append(helper.make_node("Cast", [init.name], [name], name=f"{name}__to_fp32", to=TensorProto.FLOAT))
-    nodes = casts + list(graph.node)
+    graph_outputs = {o.name for o in graph.output}
+    nodes = list(casts)
+    for node in graph.node:
+        nodes.append(node)
+        attr = node.attribute[0] if node.op_type == "Constant" and len(node.attribute) == 1 else None
+        if (attr is None or attr.name != "value" or attr.t.data_type != TensorProto.FLOAT or len(attr.t.dims) < 2
+                or node.output[0] in graph_outputs):
+            continue
+        name = node.output[0]
+        attr.t.CopyFrom(numpy_helper.from_array(_fp16_range(numpy_helper.to_array(attr.t), name, label).astype(np.float16)))
+        node.output[0] = f"{name}__fp16"
+        nodes.append(helper.make_node("Cast", [node.output[0]], [name], name=f"{name}__to_fp32", to=TensorProto.FLOAT))
     graph.ClearField("node")
     graph.node.extend(nodes)
+
+
+def _fp16_range(weights: np.ndarray, name: str, label: str) -> np.ndarray:
+    if np.abs(weights).max(initial=0.0) > _FP16_MAX:
+        raise ExportError(f"{label}: weight {name} exceeds the float16 range ({np.abs(weights).max():.3g}); export it in fp32")
+    return weights
 
 
 def ort_session(path: Path | str | bytes) -> Any:

@@ -83,7 +83,7 @@ class GraphSpec:
     file: Path  # absolute path of the ONNX file
     entry: Graph  # graphs.<role> as the manifest declares it
     label: str  # how errors name the file
-    where: str = ""  # the manifest's field that declares it: graphs.<role>, or "encoder"
+    where: str = ""  # the manifest's field that declares it: graphs.<role>, "encoder" or "refiner.graph"
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -203,6 +203,7 @@ class Bundle:
     controls: np.ndarray | None  # (n, D) float32, read-only
     spectral: SpectralSpec | None = None  # spectral bundles only
     encoder: GraphSpec | None = None  # audio -> latent (manifest `encoder`), where the bundle has one
+    refiner: GraphSpec | None = None  # one correction of the encoder's latent (manifest `refiner.graph`), where it has one
 
     def __repr__(self) -> str:
         return (
@@ -340,17 +341,22 @@ def load_bundle(
     """
     source, directory, raw, spec = _open(resolve_bundle(path), cache_dir, PLAYABLE)
     graphs = _check_files(source, directory, spec, verify)
-    encoder = None
+    encoder = refiner = None
     if spec.encoder is not None:
         encoder = GraphSpec(role="encoder", file=directory / spec.encoder.file, entry=spec.encoder,
                             label=_label(source, spec.encoder.file), where="encoder")
         if verify:
             encoder.check_session(_open_for_check(encoder))
+    if spec.refiner is not None:
+        graph = spec.refiner.graph
+        refiner = GraphSpec(role="refiner", file=directory / graph.file, entry=graph, label=_label(source, graph.file), where="refiner.graph")
+        if verify:
+            refiner.check_session(_open_for_check(refiner))
     controls = None
     if spec.controls is not None:
         controls = _controls(spec, source, directory)
     spectral = _spectral_norm(spec, source, directory) if spec.spectral is not None else None
-    return Bundle(path=directory, source=source, manifest=raw, spec=spec, graphs=graphs, controls=controls, spectral=spectral, encoder=encoder)
+    return Bundle(path=directory, source=source, manifest=raw, spec=spec, graphs=graphs, controls=controls, spectral=spectral, encoder=encoder, refiner=refiner)
 
 
 def load_reconstruction(

@@ -8,7 +8,11 @@ Three steps, each scored by the one spectral distance (`ganstream.core.distance.
 lower is nearer) between the sample and what the bundle's generator makes of a latent:
 
 1. the bundle's encoder (manifest `encoder`, an ONNX graph audio (batch, segment) -> latent
-   (batch, D) [, condition (batch, C)]) guesses at once; its latent is clipped to the bundle's range
+   (batch, D) [, condition (batch, C)]) guesses at once; where the bundle has a refiner (manifest
+   `refiner`: one correction, (sample, what the generator makes of the latent, the latent) ->
+   (corrected latent, distance)), its `iterations` corrections follow, the bundle's generator run
+   between them, and the latent whose audio the refiner found nearest is kept (the torch twin is
+   training/models/encoder.py `IterativeEncoder`); the latent is clipped to the bundle's range
    (`LATENT_BOUNDS`), a conditioned bundle's pitch rounded into `condition.pitch_range` and its
    velocity into [0, 1];
 2. optionally, the best of `random` latents drawn as the bundle draws them (with the encoder's
@@ -39,7 +43,7 @@ import numpy as np
 import soundfile as sf
 
 from ganstream.core.distance import onset_cut, spectral_distance
-from ganstream.core.manifest import LATENT_BOUNDS
+from ganstream.core.manifest import LATENT_BOUNDS, REFINER_INPUTS
 from ganstream.core.resample import resample_clip
 
 from .bundle import Bundle, BundleError
@@ -123,6 +127,8 @@ class Inverter:
         self._session, self.provider = open_graph(spec, provider, threads)
         self._input, self._input_dtype = spec.inputs[0].name, spec.inputs[0].np_dtype
         self._outputs = [s.name for s in spec.outputs]
+        self._refiner = open_graph(bundle.refiner, provider, threads)[0] if bundle.refiner is not None else None
+        self.corrections = bundle.spec.refiner.iterations if bundle.spec.refiner is not None else 0
         self.bundle = bundle
         self.generator = generator if generator is not None else Generator(bundle, provider, threads)
         self.sample_rate, self.segment, self.latent_size = bundle.sample_rate, bundle.segment, bundle.latent_size
@@ -198,15 +204,35 @@ class Inverter:
         conditioned bundle's pitch rounded into `condition.pitch_range`, velocity clipped into [0, 1]."""
         x = self._segment(audio)
         outs = self._session.run(self._outputs, {self._input: x[None].astype(self._input_dtype)})
-        latent = np.clip(np.nan_to_num(np.asarray(outs[0], np.float32)[0]), -self.bound, self.bound)
-        if self.condition is None:
-            return latent.astype(np.float32)
-        cond = np.nan_to_num(np.asarray(outs[1], np.float64)[0]).copy()
-        low, high = self.condition.pitch_range
-        cond[0] = np.clip(np.round(cond[0]), low, high)
-        if cond.shape[0] > 1:
-            cond[1] = np.clip(cond[1], 0.0, 1.0)
-        return np.concatenate([latent, cond]).astype(np.float32)
+        latent = np.nan_to_num(np.asarray(outs[0], np.float32)[0])
+        cond = None
+        if self.condition is not None:
+            cond = np.nan_to_num(np.asarray(outs[1], np.float64)[0]).copy()
+            low, high = self.condition.pitch_range
+            cond[0] = np.clip(np.round(cond[0]), low, high)
+            if cond.shape[0] > 1:
+                cond[1] = np.clip(cond[1], 0.0, 1.0)
+            cond = cond.astype(np.float32)
+        if self._refiner is not None:
+            latent = self._corrected(x, latent, cond)
+        latent = np.clip(latent, -self.bound, self.bound)
+        return latent.astype(np.float32) if cond is None else np.concatenate([latent, cond]).astype(np.float32)
+
+    def _corrected(self, x: np.ndarray, latent: np.ndarray, condition: np.ndarray | None) -> np.ndarray:
+        """The refiner's corrections from the encoder's (D,) latent, the generator run on each (with the
+        condition) -> the latent whose audio the refiner's distance found nearest the sample, the encoder's included."""
+        (audio, heard_name, latent_name), dtypes = REFINER_INPUTS, [s.np_dtype for s in self.bundle.refiner.inputs]
+        feeds = {audio: x[None].astype(dtypes[0])}
+        best, best_d, z = latent, math.inf, latent
+        for _ in range(self.corrections + 1):
+            row = z if condition is None else np.concatenate([z, condition])
+            feeds[heard_name] = self.generator.generate(row[None]).astype(dtypes[1])
+            feeds[latent_name] = z[None].astype(dtypes[2])
+            corrected, distance = self._refiner.run(None, feeds)
+            if float(distance[0]) < best_d:
+                best, best_d = z, float(distance[0])
+            z = np.nan_to_num(np.asarray(corrected, np.float32)[0])
+        return best
 
     def distance(self, audio: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """(segment,) audio, (B, D [+ C]) rows -> (B,) float64 spectral distances of what the rows generate."""

@@ -303,3 +303,30 @@ def test_descriptor_directions_recover_a_known_linear_generator():
     for c in controls.values():
         assert abs(np.linalg.norm(c.direction) - 1) < 1e-9
         assert c.scale == pytest.approx(2 * np.std(z @ c.direction))
+
+
+def test_fp16_stores_large_constants_as_float16_too(tmp_path):
+    """A module's non-persistent buffer (an STFT basis, a mel matrix) is traced as a Constant node, not an
+    initialiser: with --fp16 it is halved like the weights, and the graph still passes its parity check."""
+    from ganstream.export.onnx import TensorSpec, export_graph
+
+    class Basis(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("basis", torch.randn(128, 64, generator=torch.Generator().manual_seed(0)), persistent=False)
+            self.proj = torch.nn.Linear(64, 8)
+
+        def forward(self, x):
+            return self.proj(x @ self.basis)
+
+    module, x = Basis().eval(), torch.randn(4, 128, generator=torch.Generator().manual_seed(1))
+    sizes = {}
+    for fp16 in (False, True):
+        path = tmp_path / f"g{int(fp16)}.onnx"
+        entry = export_graph(module, (x,), [TensorSpec("x", ("batch", 128))], [TensorSpec("y", ("batch", 8))], path, fp16=fp16)
+        assert entry["parity_max_abs_error"] <= (1e-2 if fp16 else 1e-4)
+        graph = onnx.load(str(path)).graph
+        big = [n.attribute[0].t for n in graph.node if n.op_type == "Constant" and len(n.attribute[0].t.dims) >= 2]
+        assert len(big) == 1 and big[0].data_type == (onnx.TensorProto.FLOAT16 if fp16 else onnx.TensorProto.FLOAT)
+        sizes[fp16] = path.stat().st_size
+    assert sizes[True] < 0.6 * sizes[False]

@@ -166,6 +166,42 @@ def test_a_broken_encoder_entry_is_named(bundles, change, field, match):
     assert info.value.field == field
 
 
+def _with_refiner(m: dict) -> None:
+    """A `refiner` section as export writes one (the factory has no refiner graph; these tests read the manifest alone)."""
+    t = lambda name, shape: {"name": name, "shape": shape, "dtype": "float32"}  # noqa: E731
+    graph = {"file": "refiner.onnx", "inputs": [t("audio", ["batch", SEGMENT]), t("heard", ["batch", SEGMENT]), t("latent", ["batch", D])],
+             "outputs": [t("corrected", ["batch", D]), t("distance", ["batch"])], "precision": "fp32", "opset": 17, "parity_max_abs_error": 0.0}
+    m["refiner"] = {"graph": graph, "iterations": 8}
+    m["files"]["refiner.onnx"] = dict(m["files"]["encoder.onnx"])
+
+
+REFINER_BROKEN = [
+    (lambda m: m.pop("encoder"), "refiner", r"is a correction of the encoder's latent, but the manifest has no `encoder`"),
+    (lambda m: m["refiner"].update(iterations=0), "refiner.iterations", r"must be >= 1, got 0"),
+    (lambda m: m["refiner"].pop("graph"), "refiner.graph", r"missing required field `refiner.graph`"),
+    (lambda m: m["refiner"]["graph"]["inputs"][1].update(name="fake"), "refiner.graph.inputs",
+     r'must list \["audio", "heard", "latent"\], got \["audio", "fake", "latent"\]'),
+    (lambda m: m["refiner"]["graph"]["outputs"][1].update(shape=["batch", 1]), "refiner.graph.outputs[1].shape",
+     r'is \["batch", 1\] but must be \["batch"\]'),
+    (lambda m: m["refiner"]["graph"]["inputs"][2].update(shape=["batch", 9]), "refiner.graph.inputs[2].shape",
+     r'is \["batch", 9\] but must be \["batch", 8\]'),
+    (lambda m: m["files"].pop("refiner.onnx"), "refiner.graph.file", r"names 'refiner.onnx', which is not listed in `files`"),
+]
+
+
+def test_a_refiner_entry_round_trips(bundles):
+    m = Manifest.from_json(_broken(bundles["exact"], _with_refiner), "x/manifest.json")
+    assert m.refiner is not None and m.refiner.iterations == 8 and m.refiner.graph.file == "refiner.onnx"
+    assert Manifest.from_json(m.to_json()) == m
+
+
+@pytest.mark.parametrize("change, field, match", REFINER_BROKEN, ids=[b[1] + str(i) for i, b in enumerate(REFINER_BROKEN)])
+def test_a_broken_refiner_entry_is_named(bundles, change, field, match):
+    with pytest.raises(BundleError, match=r"^x/manifest.json: .*" + match) as info:
+        Manifest.from_json(_broken(bundles["exact"], lambda m: (_with_refiner(m), change(m))), "x/manifest.json")
+    assert info.value.field == field
+
+
 def test_a_conditioned_encoder_must_output_the_condition(bundles):
     change = lambda m: m["encoder"]["outputs"].pop()  # noqa: E731
     with pytest.raises(BundleError, match=r"must list \[\"latent\", \"condition\"\] \(the manifest has a `condition`\)") as info:

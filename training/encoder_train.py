@@ -285,7 +285,7 @@ def _train_refiner(
     for p in encoder.parameters():
         p.requires_grad_(False)
     refiner = Refiner(cfg, model_cfg.segment, model_cfg.latent_dim, model_cfg.latent_dist)
-    model = IterativeEncoder(encoder, refiner, generator, cfg.iterations, cfg.select)
+    model = IterativeEncoder(encoder, refiner, generator, cfg.iterations)
     unrolled = min(cfg.iterations, cfg.trained_iterations)
     opt = torch.optim.Adam(refiner.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     first = last = None
@@ -310,7 +310,7 @@ def _train_refiner(
         last = d.item() if last is None else 0.95 * last + 0.05 * d.item()
         if (step + 1) % 100 == 0:
             log(f"encoder: iteration step {step + 1}/{cfg.iteration_steps}: distance after the first correction {first:.3f}, after the last {last:.3f}")
-    summary["iterations"] = {"iterations": cfg.iterations, "trained": unrolled, "select": cfg.select, "steps": cfg.iteration_steps,
+    summary["iterations"] = {"iterations": cfg.iterations, "trained": unrolled, "steps": cfg.iteration_steps,
                              "first_distance": first, "last_distance": last}
     for p in encoder.parameters():
         p.requires_grad_(True)

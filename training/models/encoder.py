@@ -16,10 +16,12 @@ convolutional stack; the frames are computed inside the module from the audio (a
 
 `IterativeEncoder` then corrects the encoder's latent a few times, as ReStyle does for image GANs
 (Alaluf et al. 2021): a `Refiner` compares the sample's frames with those of what the generator makes of
-the latent so far and returns a better latent. The generator runs inside the module, so the exported
-graph still maps audio to a latent in one call, with no search. With it (and phase 2's closer fit), the
-share of 60 held-out piano clips on which the latent is nearer than the best of 1000 random latents rose
-from 43% to 68%, of speech clips from 65% to 73% (benchmarks/inversion.py, docs/invert.md).
+the latent so far and returns a better latent, and the nearest of the latents so found is kept. Export
+writes the encoder and one correction (`RefinerStep`) as two graphs; the host runs the bundle's own
+generator between corrections (realtime/inversion.py), so the bundle holds the generator once. With the
+refiner (and phase 2's closer fit), the share of 60 held-out piano clips on which the latent is nearer
+than the best of 1000 random latents rose from 43% to 68% at three corrections, of speech clips from 65%
+to 73% (benchmarks/inversion.py, docs/invert.md).
 """
 
 from __future__ import annotations
@@ -75,17 +77,15 @@ class EncoderConfig:
     # Phases 2 and 3: the learning rate falls along a cosine to this fraction of `lr` by the last step (1: constant).
     final_lr: float = 0.1
     # Iterative refinement (ReStyle, Alaluf et al. 2021): a second network looks at the sample beside what the
-    # generator makes of the current latent and corrects the latent, `iterations` times, all inside the exported
-    # encoder graph (which so carries the generator too). Trained after phase 2 for `iteration_steps` steps on the
+    # generator makes of the current latent and corrects the latent, `iterations` times (the bundle's refiner
+    # graph; the host runs the generator between corrections). Trained after phase 2 for `iteration_steps` steps on the
     # real clips, the encoder frozen, unrolling `trained_iterations` corrections a step (at most `iterations`);
-    # 0 iterations: the encoder alone.
-    iterations: int = 8
+    # 0 iterations: the encoder alone. The nearest of the latents (the encoder's and each correction's) to the
+    # sample is kept, by the spectral distance at the encoder's own STFT (`frame_distance`, one more generator
+    # run): corrections past the trained ones wander as often as they improve, and one can make a clip worse.
+    iterations: int = 6
     trained_iterations: int = 3
     iteration_steps: int = 1500
-    # The graph returns the nearest of its latents (the encoder's and each correction's) to the sample, by the
-    # spectral distance at the encoder's own STFT: corrections past the trained ones wander as often as they
-    # improve, and a correction can make one clip worse. Costs one more generator run.
-    select: bool = True
     batch: int = 32
     spectral_batch: int = 8  # batch of the steps that run the generator
     lr: float = 1e-3
@@ -190,43 +190,53 @@ class Refiner(nn.Module):
 UNIFORM_EDGE = 0.999  # a uniform latent's refinement starts from atanh of it, finite inside this
 
 
+class RefinerStep(nn.Module):
+    """One correction, as the bundle's refiner graph runs it: (B, segment) sample, (B, segment) what the generator
+    makes of the latent, (B, D) the latent -> ((B, D) the corrected latent, (B,) `frame_distance` of the second
+    audio to the first). The host runs the generator between steps (realtime/inversion.py), so the graph holds
+    the refiner and the encoder's STFT and statistics, not a copy of the generator."""
+
+    def __init__(self, encoder: Encoder, refiner: Refiner):
+        super().__init__()
+        self.encoder, self.refiner = encoder, refiner
+
+    def forward(self, audio: Tensor, heard: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        target, got = self.encoder.magnitude(audio), self.encoder.magnitude(heard)
+        corrected = self.refiner(self.encoder.standardised(audio, target), self.encoder.standardised(heard, got), z)
+        return corrected, frame_distance(target, got)
+
+
 class IterativeEncoder(nn.Module):
     """The encoder, then `iterations` refinements, each given what `generator` makes of the latent so far:
-    (B, segment) audio -> what `Encoder` returns. The generator ((B, D [+ C]) -> audio) is frozen and part of
-    the module, so the exported graph holds it: a host runs one graph, no loop of its own. With `select`, the
-    latent returned is the nearest to the sample of the encoder's and every correction's (`frame_distance`)."""
+    (B, segment) audio -> what `Encoder` returns. The generator ((B, D [+ C]) -> audio) is frozen. The
+    latent returned is the nearest to the sample of the encoder's and every correction's (`frame_distance`). This is the torch twin of what a host does with a bundle's encoder and refiner
+    graphs (realtime/inversion.py `Inverter.encode`), which export splits so the bundle keeps one generator."""
 
-    def __init__(self, encoder: Encoder, refiner: Refiner, generator: nn.Module, iterations: int, select: bool = False):
+    def __init__(self, encoder: Encoder, refiner: Refiner, generator: nn.Module, iterations: int):
         super().__init__()
-        self.encoder, self.refiner, self.generator, self.iterations, self.select = encoder, refiner, generator, iterations, select
+        self.encoder, self.refiner, self.generator, self.iterations = encoder, refiner, generator, iterations
+        self.step = RefinerStep(encoder, refiner)
         self.cfg = encoder.cfg
 
     def forward(self, audio: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         out = self.encoder(audio)
         z, c = out if isinstance(out, tuple) else (out, None)
-        latents, distances = self.run(audio, z, c, self.iterations, measure=self.select)
-        if self.select:
-            # The nearest by a gather, which ONNX exports, rather than indexing by a tensor of positions.
-            best = torch.stack(distances, dim=1).argmin(dim=1)  # (B,)
-            stacked = torch.stack(latents, dim=1)  # (B, iterations + 1, D)
-            z = torch.gather(stacked, 1, best.view(-1, 1, 1).expand(-1, 1, stacked.shape[2])).squeeze(1)
-        else:
-            z = latents[-1]
+        latents, distances = self.run(audio, z, c, self.iterations, measure=True)
+        best = torch.stack(distances, dim=1).argmin(dim=1)  # (B,)
+        z = torch.stack(latents, dim=1)[torch.arange(len(best)), best]
         return z if c is None else (z, c)
 
     def run(self, audio: Tensor, z: Tensor, condition: Tensor | None, iterations: int, measure: bool = False) -> tuple[list[Tensor], list[Tensor]]:
         """audio: (B, segment); z: (B, D) -> ([z, then the latent after each of `iterations` corrections],
         [each one's `frame_distance` to the audio, (B,)] where `measure`, else [])."""
-        target = self.encoder.magnitude(audio)
-        sample = self.encoder.standardised(audio, target)
         latents, distances = [z], []
         for k in range(iterations + int(measure)):
             rows = z if condition is None else torch.cat([z, condition], dim=1)
-            heard = self.encoder.magnitude(self.generator(rows).reshape(z.shape[0], -1))
+            corrected, distance = self.step(audio, self.generator(rows).reshape(z.shape[0], -1), z)
             if measure:
-                distances.append(frame_distance(target, heard))
+                distances.append(distance)
             if k < iterations:
-                z = self.refiner(sample, self.encoder.standardised(audio, heard), z)
+                z = corrected
                 latents.append(z)
         return latents, distances
 
