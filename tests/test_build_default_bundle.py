@@ -156,15 +156,15 @@ def test_from_run_exports_a_playable_bundle_with_its_provenance(tiny_run, tmp_pa
     assert set(prov) == set(PROVENANCE_KEYS) - {"reconstruction"} | {"built_by", "data"}  # export's own keys, and the tool's
 
 
-def test_a_shipped_encoder_is_the_encoder_alone(tmp_path, monkeypatch):
-    """The refiner's graph holds a copy of the generator: shipped bundles take the encoder without it, to fit the limit."""
+def test_a_shipped_encoder_comes_with_its_refiner(tmp_path, monkeypatch):
+    """--encoder exports the encoder with export's defaults, its refiner included."""
     import ganstream.export.bundle as export_bundle
 
     seen: dict = {}
     monkeypatch.setattr(export_bundle, "export_run", lambda run_dir, out, **kw: seen.update(kw) or out)
     monkeypatch.setattr(tool, "TARGET", tmp_path / "bundles")
     tool.export_shipped("drums", tmp_path / "run", "best", True, ["train x"], {}, "python tools/build_default_bundle.py drums", encoder=True)
-    assert seen["encoder"].iterations == 0
-    assert seen["command"].endswith("--checkpoint best --fp16 --encoder --encoder-iterations 0")
+    assert seen["encoder"] is True
+    assert seen["command"].endswith("--checkpoint best --fp16 --encoder")
     tool.export_shipped("drums", tmp_path / "run", "best", True, ["train x"], {}, "python tools/build_default_bundle.py drums")
     assert seen["encoder"] is False and "--encoder" not in seen["command"]

@@ -110,18 +110,15 @@ def export_shipped(
     """Exports `run_dir` into TARGET/name with the bundle's name and mode; provenance.command is `commands`
     followed by the export's own, joined by &&."""
     from ganstream.export.bundle import export_run
-    from ganstream.training.models.encoder import EncoderConfig
 
     spec, out = SHIPPED[name], TARGET / name
     export = ["ganstream", "export", shown(run_dir), "-o", shown(out), "--name", spec.title, "--mode", spec.mode, "--checkpoint", checkpoint]
     export += ["--fp16"] if fp16 else []
-    # The encoder alone, without its refiner: the refiner's graph holds a copy of the generator, which would
-    # take the shipped bundles past LIMIT_BYTES (docs/invert.md).
-    export += ["--encoder", "--encoder-iterations", "0"] if encoder else []
+    export += ["--encoder"] if encoder else []  # with its refiner: about 2.4 MB at fp16 for a one-second WaveGAN
     print("$", shlex.join(export))
     return export_run(
         run_dir, out, checkpoint=checkpoint, fp16=fp16, name=spec.title, mode=spec.mode, log=print,
-        encoder=EncoderConfig(iterations=0) if encoder else False,
+        encoder=encoder,
         command=" && ".join([*commands, shlex.join(export)]), extra_provenance={"built_by": built_by, "data": data},
     )
 
@@ -178,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trained-by", metavar="COMMAND", help="with --from-run: the command that trained it, recorded in the provenance")
     p.add_argument("--checkpoint", default="best", metavar="best|latest|PATH", help="which checkpoint to export (default: best)")
     p.add_argument("--fp16", action="store_true", help="store the weights as float16: half the size")
-    p.add_argument("--encoder", action="store_true", help="also train and ship an encoder for `ganstream invert`, without its refiner (about ten CPU-minutes; the shipped drums have one)")
+    p.add_argument("--encoder", action="store_true", help="also train and ship an encoder and its refiner for `ganstream invert` (about twenty-five CPU-minutes; the shipped drums have one)")
     p.add_argument("--steps", type=int, help="training steps (default 4000)")
     p.add_argument("--runs", type=Path, default=ROOT / "runs", help="where the training run goes (default: runs/)")
     p.add_argument("--resume", action="store_true", help="continue the run of an earlier build instead of starting over")
