@@ -45,8 +45,12 @@ def config_for(spec: str, set_name: str, runs: Path) -> Any:
     ])
 
 
-def train(spec: str, set_name: str, minutes: float, runs: Path, log: Any) -> tuple[Path, dict[str, Any]]:
-    """Trains to the budget (or train.steps); returns the run directory and what training measured."""
+def train(spec: str, set_name: str, budgets: list[float], runs: Path, log: Any) -> tuple[Path, list[dict[str, Any]]]:
+    """Trains to the last budget (or train.steps), snapshotting the state at each budget crossed.
+
+    Returns the run directory and, per budget reached, what training measured there and its snapshot.
+    A run that reaches train.steps first records its final state under the first budget it did not reach.
+    """
     import torch
 
     from ganstream.training.loop import run_dir_for
@@ -55,27 +59,29 @@ def train(spec: str, set_name: str, minutes: float, runs: Path, log: Any) -> tup
     cfg = config_for(spec, set_name, runs)
     run_dir = run_dir_for(cfg)
     clock = BudgetClock()
-    measured: dict[str, Any] = {}
+    measured: list[dict[str, Any]] = []
 
     def on_budget(run: Any, budget: float, snap: Path, cpu: float, wall: float) -> None:
-        measured.update(step=run.step, cpu_min=round(cpu / 60, 3), wall_min=round(wall / 60, 3))
+        measured.append(dict(budget_cpu_min=budget, step=run.step, cpu_min=round(cpu / 60, 3), wall_min=round(wall / 60, 3), checkpoint=str(snap)))
 
     with clock.excluded():
         run = family_of(cfg.model).run_class()(cfg, run_dir, torch.device("cpu"))
-    log(f"{set_name} / {spec}: training {run_dir} for {minutes:g} CPU-min")
-    run.train(callbacks=(BudgetStops([minutes], clock, on_budget),))
-    if not measured:  # train.steps came first
+    log(f"{set_name} / {spec}: training {run_dir} for {', '.join(f'{b:g}' for b in budgets)} CPU-min")
+    run.train(callbacks=(BudgetStops(budgets, clock, on_budget),))
+    unreached = [b for b in sorted(budgets) if b not in {m["budget_cpu_min"] for m in measured}]
+    if unreached:  # train.steps came first
         run.checkpoint()
-        measured.update(step=run.step, cpu_min=round(clock.cpu() / 60, 3), wall_min=round(clock.wall() / 60, 3))
+        measured.append(dict(budget_cpu_min=unreached[0], step=run.step, cpu_min=round(clock.cpu() / 60, 3),
+                             wall_min=round(clock.wall() / 60, 3), checkpoint="latest"))
     (run_dir / "sweep.json").write_text(json.dumps(measured))
     return run_dir, measured
 
 
-def score(run_dir: Path, set_name: str, max_clips: int) -> dict[str, Any]:
-    """Exports the run's latest checkpoint and scores it on the set's held-out split."""
-    bundle, report = run_dir / "sweep.gsb", run_dir / "sweep-eval.json"
+def score(run_dir: Path, set_name: str, max_clips: int, checkpoint: str, tag: str) -> dict[str, Any]:
+    """Exports one checkpoint of the run and scores it on the set's held-out split."""
+    bundle, report = run_dir / f"sweep-{tag}.gsb", run_dir / f"sweep-{tag}-eval.json"
     # The commands inherit pin_threads' OMP_NUM_THREADS and MKL_NUM_THREADS.
-    subprocess.run(["ganstream", "export", str(run_dir), "-o", str(bundle)], check=True, capture_output=True)
+    subprocess.run(["ganstream", "export", str(run_dir), "--checkpoint", checkpoint, "-o", str(bundle)], check=True, capture_output=True)
     subprocess.run(["ganstream", "eval-reconstruction", f"set:{set_name}/heldout", "--network", str(bundle),
                     "--max-clips", str(max_clips), "--json", str(report)], check=True, capture_output=True)
     return json.loads(report.read_text())
@@ -85,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="+", default=["configs/vocoder.yaml"], help="CONFIG[,section.key=value...] each")
     p.add_argument("--sets", nargs="+", default=["piano"], help="real set names (default: piano)")
-    p.add_argument("--budget", type=float, default=10.0, help="training CPU-minutes per run (default: %(default)s)")
+    p.add_argument("--budget", type=float, nargs="+", default=[10.0],
+                   help="training CPU-minutes per run; several give one run scored at each (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (default: %(default)s)")
     p.add_argument("--max-clips", type=int, default=48, help="held-out clips scored per set (default: %(default)s)")
     p.add_argument("--runs", type=Path, default=Path("/tmp/ganstream-vocoder-sweep"))
@@ -106,16 +113,19 @@ def main(argv: list[str] | None = None) -> int:
                 measured = json.loads((run_dir / "sweep.json").read_text())
             else:
                 run_dir, measured = train(spec, set_name, args.budget, args.runs, log)
-            report = score(run_dir, set_name, args.max_clips)
-            row = {"config": spec, "set": set_name, "budget_cpu_min": args.budget, **measured, "threads": args.threads,
-                   "eval": report, "run": str(run_dir), "command": command, "commit": commit,
-                   "measured_utc": _utc_now()}
-            rows = [r for r in rows if (r["config"], r["set"], r["budget_cpu_min"]) != (spec, set_name, args.budget)] + [row]
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = args.out.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps({"benchmark": "vocoder_sweep", "rows": rows}, indent=2) + "\n")
-            os.replace(tmp, args.out)
-            log(f"{set_name} / {spec}: step {measured['step']} in {measured['cpu_min']:.1f} CPU-min; wrote {args.out}")
+            for m in measured:
+                m = dict(m)
+                checkpoint, budget = m.pop("checkpoint"), m.pop("budget_cpu_min")
+                report = score(run_dir, set_name, args.max_clips, checkpoint, f"{budget:g}")
+                row = {"config": spec, "set": set_name, "budget_cpu_min": budget, **m, "threads": args.threads,
+                       "eval": report, "run": str(run_dir), "command": command, "commit": commit,
+                       "measured_utc": _utc_now()}
+                rows = [r for r in rows if (r["config"], r["set"], r["budget_cpu_min"]) != (spec, set_name, budget)] + [row]
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                tmp = args.out.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps({"benchmark": "vocoder_sweep", "rows": rows}, indent=2) + "\n")
+                os.replace(tmp, args.out)
+                log(f"{set_name} / {spec}: {budget:g} CPU-min, step {m['step']}; wrote {args.out}")
     return 0
 
 
