@@ -21,8 +21,9 @@ Every request accepted gets exactly one reply:
 the sample, the encoder and scoring (for /invert/input, after the recording). `distance` is
 `core.distance.spectral_distance` between the prepared sample and what the latent generates.
 
-The Inverter is built on the worker thread at the first request (threads=1, on the CPU by default: one
-encoder call and one generator call, without the provider probe that redirects stderr while the audio
+The Inverter is built on the worker thread at the first request (threads=1, on the CPU by default: the
+encoder, its refiner's corrections where the bundle has one (each a generator call and a refiner call,
+about 29 ms in all for a one-second WaveGAN with six) and one generator call to score, without the provider probe that redirects stderr while the audio
 plays), so `play` starts as fast as without it. Measured on the factory bundle (tests/bundle_factory.py)
 on a busy 2-core machine: building it 4 ms, an inversion from a file 3-7 ms, neither holding the GIL
 for more than 2 ms at a time.
@@ -36,7 +37,8 @@ JACK input with its phase set for that cut, because the factory's encoders measu
 
 The worker thread is started after `play` asked for real-time priority, so it inherits SCHED_FIFO 1 like
 the producer and the OSC thread: a thread that holds the GIL must not be preempted by ordinary processes
-while the audio callback waits for it. Its work is a few milliseconds per request (refine=0, random=0);
+while the audio callback waits for it. Its work is a few tens of milliseconds per request (refine=0, random=0),
+each ONNX Runtime call releasing the GIL;
 a live refinement or random search (the `refine`, `random` arguments) would hold the CPU for seconds.
 """
 
