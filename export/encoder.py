@@ -26,7 +26,7 @@ from ganstream.core.manifest import CONDITION_INPUT, ENCODER_INPUT, ENCODER_OUTP
 from ganstream.training.data.dataset import load_dataset
 from ganstream.training.encoder_train import train_encoder
 from ganstream.training.models import condition_size, sample_latents
-from ganstream.training.models.encoder import EncoderConfig, IterativeEncoder
+from ganstream.training.models.encoder import EncoderConfig, IterativeEncoder, generator_rows
 
 from .onnx import DEFAULT_OPSET, PARITY_ITEMS, TensorSpec, export_graph
 
@@ -91,7 +91,7 @@ def write_graphs(model: nn.Module, generator: nn.Module, cfg: Any, tmp: Path, ou
     with torch.no_grad():
         encoded = encoder(audio)
         z, estimate = encoded if isinstance(encoded, tuple) else (encoded, None)
-        heard = generator(z if estimate is None else torch.cat([z, estimate], dim=1)).reshape(PARITY_ITEMS, -1)
+        heard = generator(generator_rows(z, estimate)).reshape(PARITY_ITEMS, -1)
     specs = [TensorSpec(name, ("batch", n)) for name in REFINER_INPUTS[:2]] + [TensorSpec(REFINER_INPUTS[2], ("batch", d))]
     entry = export_graph(
         model.step, (audio[:2], heard[:2], z[:2]), specs, [TensorSpec(REFINER_OUTPUTS[0], ("batch", d)), TensorSpec(REFINER_OUTPUTS[1], ("batch",))],

@@ -173,10 +173,9 @@ def share_constants(model: onnx.ModelProto) -> None:
     kept = []
     graph_outputs = {o.name for o in model.graph.output}
     for node in model.graph.node:
-        attr = node.attribute[0] if node.op_type == "Constant" and len(node.attribute) == 1 else None
-        if (attr is not None and attr.name == "value" and len(attr.t.raw_data) >= SHARED_CONSTANT_BYTES
-                and node.output[0] not in graph_outputs):
-            key = (attr.t.data_type, tuple(attr.t.dims), attr.t.raw_data)
+        value = _constant_value(node, graph_outputs)
+        if value is not None and len(value.raw_data) >= SHARED_CONSTANT_BYTES:
+            key = (value.data_type, tuple(value.dims), value.raw_data)
             if key in first:
                 alias[node.output[0]] = first[key]
                 continue
@@ -206,16 +205,22 @@ def store_weights_fp16(model: onnx.ModelProto, label: str) -> None:
     nodes = list(casts)
     for node in graph.node:
         nodes.append(node)
-        attr = node.attribute[0] if node.op_type == "Constant" and len(node.attribute) == 1 else None
-        if (attr is None or attr.name != "value" or attr.t.data_type != TensorProto.FLOAT or len(attr.t.dims) < 2
-                or node.output[0] in graph_outputs):
+        value = _constant_value(node, graph_outputs)
+        if value is None or value.data_type != TensorProto.FLOAT or len(value.dims) < 2:
             continue
         name = node.output[0]
-        attr.t.CopyFrom(numpy_helper.from_array(_fp16_range(numpy_helper.to_array(attr.t), name, label).astype(np.float16)))
+        value.CopyFrom(numpy_helper.from_array(_fp16_range(numpy_helper.to_array(value), name, label).astype(np.float16)))
         node.output[0] = f"{name}__fp16"
         nodes.append(helper.make_node("Cast", [node.output[0]], [name], name=f"{name}__to_fp32", to=TensorProto.FLOAT))
     graph.ClearField("node")
     graph.node.extend(nodes)
+
+
+def _constant_value(node: onnx.NodeProto, graph_outputs: set[str]) -> onnx.TensorProto | None:
+    """The tensor of a Constant node (its `value` attribute), None for any other node or one that is a graph output."""
+    if node.op_type != "Constant" or len(node.attribute) != 1 or node.attribute[0].name != "value" or node.output[0] in graph_outputs:
+        return None
+    return node.attribute[0].t
 
 
 def _fp16_range(weights: np.ndarray, name: str, label: str) -> np.ndarray:

@@ -117,8 +117,7 @@ def export_shipped(
     export += ["--encoder"] if encoder else []  # with its refiner: about 2.4 MB at fp16 for a one-second WaveGAN
     print("$", shlex.join(export))
     return export_run(
-        run_dir, out, checkpoint=checkpoint, fp16=fp16, name=spec.title, mode=spec.mode, log=print,
-        encoder=encoder,
+        run_dir, out, checkpoint=checkpoint, fp16=fp16, name=spec.title, mode=spec.mode, log=print, encoder=encoder,
         command=" && ".join([*commands, shlex.join(export)]), extra_provenance={"built_by": built_by, "data": data},
     )
 

@@ -43,16 +43,12 @@ from torch import Tensor, nn
 from ganstream.core.manifest import LATENT_BOUNDS
 
 from .models import condition_size, sample_latents
-from .models.encoder import Encoder, EncoderConfig, IterativeEncoder, Refiner, octaves
+from .models.encoder import Encoder, EncoderConfig, IterativeEncoder, Refiner, generator_rows, octaves
 from .spectral import spectral_distance
 
 
 def _split(rows: Tensor, latent_dim: int) -> tuple[Tensor, Tensor | None]:
     return rows[:, :latent_dim], (rows[:, latent_dim:] if rows.shape[1] > latent_dim else None)
-
-
-def _rows(z: Tensor, condition: Tensor | None) -> Tensor:
-    return z if condition is None else torch.cat([z, condition], dim=1)
 
 
 def _condition_loss(estimate: Tensor, target: Tensor) -> Tensor:
@@ -201,7 +197,7 @@ def train_encoder(
         if cfg.spectral_weight and step % cfg.spectral_every == 0:
             k = min(cfg.spectral_batch, cfg.batch)
             # The generator's condition input takes the true condition: the spectral term trains the latent.
-            spectral = objective(pool_audio[idx[:k]], generate(_rows(z[:k], c_true[:k] if c_true is not None else None))).mean()
+            spectral = objective(pool_audio[idx[:k]], generate(generator_rows(z[:k], c_true[:k] if c_true is not None else None))).mean()
             loss = loss + cfg.spectral_weight * spectral
             spectral_avg = spectral.item() if spectral_avg is None else 0.9 * spectral_avg + 0.1 * spectral.item()
         opt.zero_grad(set_to_none=True)
@@ -230,12 +226,12 @@ def train_encoder(
         pick = torch.randint(0, len(clips), (cfg.spectral_batch,), generator=rng)
         batch = clips[pick]
         z, c = encode(batch)
-        fake = generate(_rows(z, None if c is None else c.detach()))
+        fake = generate(generator_rows(z, None if c is None else c.detach()))
         per_clip = objective(batch, fake)
         loss = per_clip.mean()
         if codes is not None:
             codes.step(pick, clips, lambda rows, target: objective(target, generate(rows)))
-            codes.offer(pick, _rows(z.detach(), None if c is None else c.detach()), per_clip.detach())
+            codes.offer(pick, generator_rows(z.detach(), None if c is None else c.detach()), per_clip.detach())
         if targets is not None:
             # Regress the latent of the generated segment nearest each real clip: the spectral loss's gradient
             # cannot move a note's pitch across partials, a search over the pool can (see the module docstring).
@@ -295,11 +291,11 @@ def _train_refiner(
             out = encoder(batch)
             z, c = out if isinstance(out, tuple) else (out, None)
             sample = encoder.standardised(batch)
-            fake = generator(_rows(z, c)).reshape(len(batch), -1)
+            fake = generator(generator_rows(z, c)).reshape(len(batch), -1)
         _decay(opt, cfg, step, cfg.iteration_steps)
         for k in range(unrolled):
             z = refiner(sample, encoder.standardised(fake.detach()), z)
-            fake = generator(_rows(z, c)).reshape(len(batch), -1)
+            fake = generator(generator_rows(z, c)).reshape(len(batch), -1)
             d = objective(batch, fake).mean()
             opt.zero_grad(set_to_none=True)
             d.backward()

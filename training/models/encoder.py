@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ganstream.core.distance import EPS as DISTANCE_EPS
 from ganstream.core.spectral import mel_filters
 
 from .istft import STFT
@@ -231,8 +232,7 @@ class IterativeEncoder(nn.Module):
         [each one's `frame_distance` to the audio, (B,)] where `measure`, else [])."""
         latents, distances = [z], []
         for k in range(iterations + int(measure)):
-            rows = z if condition is None else torch.cat([z, condition], dim=1)
-            corrected, distance = self.step(audio, self.generator(rows).reshape(z.shape[0], -1), z)
+            corrected, distance = self.step(audio, self.generator(generator_rows(z, condition)).reshape(z.shape[0], -1), z)
             if measure:
                 distances.append(distance)
             if k < iterations:
@@ -241,10 +241,15 @@ class IterativeEncoder(nn.Module):
         return latents, distances
 
 
+def generator_rows(z: Tensor, condition: Tensor | None) -> Tensor:
+    """(B, D) latents [and (B, C) condition] -> (B, D [+ C]): the generator's input rows."""
+    return z if condition is None else torch.cat([z, condition], dim=1)
+
+
 def frame_distance(reference: Tensor, candidate: Tensor) -> Tensor:
     """(B, bins, frames) magnitudes each -> (B,): spectral convergence plus log-magnitude L1, core/distance.py's
     terms at one resolution (the encoder's STFT, n_fft 512 and hop 128 by default: the middle one of its three)."""
-    sc = torch.sqrt(((candidate - reference) ** 2).sum(dim=(1, 2))) / (torch.sqrt((reference**2).sum(dim=(1, 2))) + 1e-8)
+    sc = torch.sqrt(((candidate - reference) ** 2).sum(dim=(1, 2))) / (torch.sqrt((reference**2).sum(dim=(1, 2))) + DISTANCE_EPS)
     return sc + (torch.log(reference) - torch.log(candidate)).abs().mean(dim=(1, 2))
 
 
