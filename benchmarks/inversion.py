@@ -6,8 +6,9 @@ exported with an encoder (`ganstream export RUN --encoder`, once, under --work),
 `ganstream invert` does (Inverter.prepare: cut from its onset). Each row is the multi-resolution
 spectral distance (core/distance.py) of what the bundle generates to the clip, lower is nearer:
 
-- **encoder**: the encoder's latent alone, and its time (the encoder graph; and with the generator run
-  that measures the distance);
+- **encoder**: the encoder's latent alone, and its time (the encoder graph, its proposals heard and its
+  refiner's corrections; and with the generator run that measures the distance); beside it, for an encoder
+  that proposes several latents, its first proposal corrected as if it proposed no other (the ablation);
 - **random 1000**: the best of 1000 random latents (the issue's baseline), and its time;
 - **encoder + CMA-ES**: --cma generations of CMA-ES on ONNX Runtime from the encoder's latent;
 - **encoder + Adam**: --adam gradient steps through the run's torch generator from the encoder's latent;
@@ -41,7 +42,7 @@ OUT = REPO / "benchmarks" / "results" / "inversion.json"
 # The WaveGAN runs of quality_per_cpu.py the table uses, by set (their best.pt); --runs SET=DIR replaces one.
 RUNS = {
     "piano": "/tmp/ganstream-qpc/wavegan-laptop-57e9ef3e",
-    "drums": "/tmp/ganstream-qpc/wavegan-cpu-c2077619",
+    "drums": "/tmp/ganstream-qpc/wavegan-cpu-baseline-81918151",
     "digits": "/tmp/ganstream-qpc/wavegan-laptop-10dd51ec",
 }
 
@@ -104,6 +105,11 @@ def measure(set_name: str, args: argparse.Namespace) -> dict[str, Any]:
         t_encode = time.perf_counter() - t
         enc_d = float(inv.distance(x, row[None])[0])
         t_encoder = time.perf_counter() - t
+        first_d = None
+        if inv.proposals > 1:  # the ablation: the encoder's first proposal corrected, as if it proposed no other
+            inv.proposals, first = 1, inv.encode(x)
+            inv.proposals = int(bundle.encoder.outputs[-1].shape[1])
+            first_d = float(inv.distance(x, first[None])[0])
         t = time.perf_counter()
         _, rand_d = inv.random_search(x, args.random, seed=k)
         t_random = time.perf_counter() - t
@@ -115,7 +121,7 @@ def measure(set_name: str, args: argparse.Namespace) -> dict[str, Any]:
         adam_d = min(enc_d, float(inv.distance(x, np.asarray(adam_row, np.float32)[None])[0]))
         t_adam = time.perf_counter() - t
         nearest = float(np.min(spectral_distance(x, train)))
-        per_clip.append(dict(encoder=enc_d, random=rand_d, cma=cma_d, adam=adam_d, nearest_training=nearest,
+        per_clip.append(dict(encoder=enc_d, first_proposal=first_d, random=rand_d, cma=cma_d, adam=adam_d, nearest_training=nearest,
                              t_encode=t_encode, t_encoder=t_encoder, t_random=t_random, t_cma=t_cma, t_adam=t_adam))
         print(f"{set_name} clip {k + 1}/{len(held)}: encoder {enc_d:.3f}, random {rand_d:.3f}, cma {cma_d:.3f}, adam {adam_d:.3f}, "
               f"nearest training {nearest:.3f}", flush=True)
@@ -128,6 +134,10 @@ def measure(set_name: str, args: argparse.Namespace) -> dict[str, Any]:
         "distance": {key: float(arr[key].mean()) for key in ("encoder", "random", "cma", "adam", "nearest_training")},
         "median_distance": {key: float(np.median(arr[key])) for key in ("encoder", "random", "cma", "adam", "nearest_training")},
         "encoder_beats_random": float(np.mean(arr["encoder"] < arr["random"])),
+        "proposals": inv.proposals,
+        # The same encoder with its first proposal alone (then the corrections): what choosing among the proposals adds.
+        "first_proposal_beats_random": float(np.mean(arr["first_proposal"] < arr["random"])) if inv.proposals > 1 else None,
+        "first_proposal_distance": float(arr["first_proposal"].mean()) if inv.proposals > 1 else None,
         "cma_beats_encoder": float(np.mean(arr["cma"] < arr["encoder"])),
         "adam_beats_encoder": float(np.mean(arr["adam"] < arr["encoder"])),
         "seconds": {

@@ -1,4 +1,4 @@
-"""The bundle's manifest.json (docs/bundle.md, format versions 1 to 5), as typed dataclasses: the schema's one home.
+"""The bundle's manifest.json (docs/bundle.md, format versions 1 to 6), as typed dataclasses: the schema's one home.
 
 The writer (`ganstream.export.bundle`) builds a `Manifest`, with the `format_version` that
 `lowest_version` gives, and writes `Manifest.dumps()`;
@@ -38,7 +38,8 @@ SPECTRAL_VERSION = 2  # adds spectral and reconstruction bundles
 TRIGGER_VERSION = 3  # adds streaming.mode "trigger"
 FALLBACK_VERSION = 4  # adds spectral.reconstruction: spectral bundles without a reconstruction network
 CONDITION_VERSION = 5  # adds `condition`: pitch-conditioned generators, with a second input
-VERSIONS = (WAVEFORM_VERSION, SPECTRAL_VERSION, TRIGGER_VERSION, FALLBACK_VERSION, CONDITION_VERSION)
+PROPOSALS_VERSION = 6  # adds the encoder's optional `proposals` output: several latents for the host to hear and choose among
+VERSIONS = (WAVEFORM_VERSION, SPECTRAL_VERSION, TRIGGER_VERSION, FALLBACK_VERSION, CONDITION_VERSION, PROPOSALS_VERSION)
 # model.kind -> the format version it came with: the lowest a writer may write for it, so hosts
 # that read only version 1 (ganstream 0.1.0) keep playing waveform bundles.
 FIRST_VERSION = {"waveform": WAVEFORM_VERSION, "spectral": SPECTRAL_VERSION, "reconstruction": SPECTRAL_VERSION}
@@ -71,6 +72,10 @@ CONDITION_INPUT = "condition"  # the generator graph's second input: (batch, C) 
 # bundle as before, and checks the file's sha256 with the others.
 ENCODER_INPUT = "audio"  # (batch, model.segment) samples at model.sample_rate
 ENCODER_OUTPUTS = ("latent", CONDITION_INPUT)  # (batch, D), then for a conditioned bundle (batch, C) its estimated condition
+# Last, optionally, (batch, M, D) latents the encoder proposes, M >= 2, "latent" the first of them: a host hears each
+# through the generator and starts from the nearest (realtime/inversion.py). A reader that knew encoders but not
+# proposals would refuse the graph's extra output, so an encoder with proposals says PROPOSALS_VERSION.
+ENCODER_PROPOSALS = "proposals"
 # `refiner` (optional, beside `encoder`, version-free for the same reason): one correction of the encoder's latent,
 # {"graph": ..., "iterations": K}. A host runs it K times, the bundle's generator between (realtime/inversion.py),
 # and keeps the latent whose audio was nearest the sample by the graph's own distance output.
@@ -629,6 +634,8 @@ class Manifest:
             encoder = Graph.from_json(data["encoder"], file, "encoder")
             _listed(encoder.file, files, f, "encoder.file", " (so its sha256 cannot be checked)")
             _check_encoder(encoder, model, f, condition)
+            if encoder_version(encoder) > version:
+                f.fail("format_version", f"is {version}, but the encoder's {ENCODER_PROPOSALS!r} output needs format version {PROPOSALS_VERSION}")
         refiner = None
         if data.get("refiner") is not None:
             if encoder is None:
@@ -779,15 +786,27 @@ def _check_signatures(graphs: dict[str, Graph], model: Model, spectral: Spectral
             _latent_to_audio(graphs[role], role, f, model, condition)
 
 
+def encoder_version(encoder: Graph) -> int:
+    """The lowest format version that describes `encoder`: PROPOSALS_VERSION where it proposes several latents."""
+    return PROPOSALS_VERSION if encoder.outputs and encoder.outputs[-1].name == ENCODER_PROPOSALS else WAVEFORM_VERSION
+
+
 def _check_encoder(enc: Graph, model: Model, f: _Fields, condition: Condition | None) -> None:
     """`encoder`: one input, "audio" (batch, segment); outputs "latent" (batch, D), and "condition" (batch, C)
-    exactly when the bundle is conditioned."""
+    exactly when the bundle is conditioned, then optionally "proposals" (batch, M, D) with M >= 2."""
     if len(enc.inputs) != 1 or enc.inputs[0].name != ENCODER_INPUT:
         f.fail("encoder.inputs", f"must list one input, {ENCODER_INPUT!r}, got {json_brief([s.name for s in enc.inputs])}")
     if list(enc.inputs[0].shape) != [BATCH, model.segment]:
         f.fail("encoder.inputs[0].shape", f"is {json_brief(list(enc.inputs[0].shape))} but must be {json_brief([BATCH, model.segment])}: "
                                           "a segment of audio, of `model.segment` samples")
     want = ENCODER_OUTPUTS[: 2 if condition is not None else 1]
+    proposals = encoder_version(enc) == PROPOSALS_VERSION
+    if proposals:
+        want += (ENCODER_PROPOSALS,)
+        shape = list(enc.outputs[-1].shape)
+        if len(shape) != 3 or shape[0] != BATCH or not _is_int(shape[1]) or shape[1] < 2 or shape[2] != model.latent.size:
+            f.fail(f"encoder.outputs[{len(want) - 1}].shape", f"is {json_brief(shape)} but must be {json_brief([BATCH, 'M', model.latent.size])}, "
+                                                           "M a whole number of 2 or more: the latents the encoder proposes")
     if tuple(s.name for s in enc.outputs) != want:
         why = " (the manifest has a `condition`)" if condition is not None else ""
         f.fail("encoder.outputs", f"must list {json_brief(list(want))}{why}, got {json_brief([s.name for s in enc.outputs])}")

@@ -367,12 +367,12 @@ def with_encoder(
 ) -> Callable[[Path], Manifest]:
     """`fill`, then an encoder trained for `generator` (export/encoder.py) in the same bundle, declared in `encoder`
     (and its refiner in `refiner`) with its training summary in `provenance.encoder`."""
-    from .encoder import encoder_graph
+    from .encoder import attach, encoder_graph
 
     def fill_with_encoder(tmp: Path) -> Manifest:
         manifest = fill(tmp)
         graph, refinement, summary = encoder_graph(generator, cfg, tmp, out, options, say, encoder_cfg)
-        return replace(manifest, encoder=graph, refiner=refinement, provenance={**manifest.provenance, "encoder": summary})
+        return attach(manifest, graph, refinement, {**manifest.provenance, "encoder": summary})
 
     return fill_with_encoder
 

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder-iterations", type=int, default=None, metavar="K",
                    help="corrections the encoder's refiner makes, each running the generator once (default 6; it trains on the first 3); "
                         "the nearest of the latents found is kept; 0: the encoder alone, faster but nearer less often")
+    p.add_argument("--encoder-proposals", type=int, default=None, metavar="M",
+                   help="latents the encoder proposes for a sample, which a host hears through the generator to start from the nearest "
+                        "(default 4); 1: one latent, a bundle that hosts older than format version 6 read")
     p.add_argument("--fused", action="store_true", help="spectral bundles: also write generator and vocoder as one graph (not faster; for hosts that run one graph)")
     return p
 
@@ -100,7 +103,8 @@ def _encoder_into(args: argparse.Namespace, argv: list[str], start: float) -> in
 
 
 def _encoder_option(args: argparse.Namespace) -> bool | EncoderConfig:
-    given = {k: v for k, v in (("--encoder-steps", args.encoder_steps), ("--encoder-iterations", args.encoder_iterations)) if v is not None}
+    given = {k: v for k, v in (("--encoder-steps", args.encoder_steps), ("--encoder-iterations", args.encoder_iterations),
+                               ("--encoder-proposals", args.encoder_proposals)) if v is not None}
     if not args.encoder:
         if given:
             raise ExportError(f"{next(iter(given))} goes with --encoder")
@@ -110,12 +114,16 @@ def _encoder_option(args: argparse.Namespace) -> bool | EncoderConfig:
     for flag, value in given.items():
         if value < 0:
             raise ExportError(f"{flag}: 0 or more, not {value}")
+    if args.encoder_proposals == 0:
+        raise ExportError("--encoder-proposals: 1 or more, not 0")
     cfg = EncoderConfig(seed=args.seed)
     if args.encoder_steps is not None:
         n = args.encoder_steps
         cfg = replace(cfg, generated_steps=n, real_steps=2 * n, iteration_steps=3 * n // 2)
     if args.encoder_iterations is not None:
         cfg = replace(cfg, iterations=args.encoder_iterations)
+    if args.encoder_proposals is not None:
+        cfg = replace(cfg, hypotheses=args.encoder_proposals)
     return cfg
 
 

@@ -22,11 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ganstream.core.manifest import CONDITION_INPUT, ENCODER_INPUT, ENCODER_OUTPUTS, REFINER_INPUTS, REFINER_OUTPUTS, Graph, Refinement
+from ganstream.core.manifest import (
+    CONDITION_INPUT, ENCODER_INPUT, ENCODER_OUTPUTS, ENCODER_PROPOSALS, REFINER_INPUTS, REFINER_OUTPUTS, Graph, Manifest, Refinement, encoder_version,
+)
 from ganstream.training.data.dataset import load_dataset
 from ganstream.training.encoder_train import train_encoder
 from ganstream.training.models import condition_size, sample_latents
-from ganstream.training.models.encoder import EncoderConfig, IterativeEncoder, generator_rows
+from ganstream.training.models.encoder import Encoder, EncoderConfig, IterativeEncoder, generator_rows
 
 from .onnx import DEFAULT_OPSET, PARITY_ITEMS, TensorSpec, export_graph
 
@@ -80,8 +82,11 @@ def write_graphs(model: nn.Module, generator: nn.Module, cfg: Any, tmp: Path, ou
     d, c, n = cfg.model.latent_dim, condition_size(cfg.model), cfg.model.segment
     opset, fp16 = options.get("opset", DEFAULT_OPSET), options.get("fp16", False)
     outputs = [TensorSpec(ENCODER_OUTPUTS[0], ("batch", d))] + ([TensorSpec(CONDITION_INPUT, ("batch", c))] if c else [])
+    m = encoder.cfg.hypotheses
+    if m > 1:
+        outputs.append(TensorSpec(ENCODER_PROPOSALS, ("batch", m, d)))
     entry = export_graph(
-        encoder, (audio[:2],), [TensorSpec(ENCODER_INPUT, ("batch", n))], outputs, tmp / ENCODER_FILE,
+        _EncoderGraph(encoder), (audio[:2],), [TensorSpec(ENCODER_INPUT, ("batch", n))], outputs, tmp / ENCODER_FILE,
         opset=opset, fp16=fp16, parity_inputs=(audio,), label=str(out / ENCODER_FILE),
     )
     graph = Graph.from_json(entry, str(out / "manifest.json"), "encoder")
@@ -100,6 +105,25 @@ def write_graphs(model: nn.Module, generator: nn.Module, cfg: Any, tmp: Path, ou
     return graph, Refinement(Graph.from_json(entry, str(out / "manifest.json"), "refiner.graph"), model.iterations)
 
 
+class _EncoderGraph(nn.Module):
+    """What the encoder graph computes: (B, segment) audio -> the first proposal (B, D) [, the condition (B, C)]
+    [, all M proposals (B, M, D) where the encoder makes more than one]."""
+
+    def __init__(self, encoder: Encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        z, c = self.encoder.propose(audio)
+        return (z[:, 0], *(() if c is None else (c,)), *((z,) if self.encoder.cfg.hypotheses > 1 else ()))
+
+
+def attach(manifest: Manifest, graph: Graph, refinement: Refinement | None, provenance: dict[str, Any]) -> Manifest:
+    """`manifest` with the encoder `graph` and its refiner declared, and the format version the encoder needs."""
+    return replace(manifest, encoder=graph, refiner=refinement, provenance=provenance,
+                   format_version=max(manifest.format_version, encoder_version(graph)))
+
+
 def add_encoder(
     bundle_dir: Path, run_dir: Path, checkpoint: str, options: dict[str, Any], say: Callable[[str], None], encoder_cfg: EncoderConfig | None = None,
     command: str = "",
@@ -107,7 +131,6 @@ def add_encoder(
     """Trains an encoder for the run a waveform bundle was exported from and writes it into that bundle
     (`ganstream export RUN --encoder --into BUNDLE`), every other file kept; refuses a run whose generator
     does not make the bundle's sound (ExportError naming both)."""
-    from ganstream.core.manifest import Manifest
     from ganstream.realtime.bundle import load_bundle
     from ganstream.realtime.inference import Generator
 
@@ -137,7 +160,6 @@ def add_encoder(
             if rel not in (ENCODER_FILE, REFINER_FILE):
                 shutil.copy2(out / rel, tmp / rel)
         graph, refinement, summary = encoder_graph(generator, cfg, tmp, out, options, say, encoder_cfg)
-        return replace(spec, encoder=graph, refiner=refinement,
-                       provenance={**spec.provenance, "encoder": {**summary, "command": command, "run_checkpoint": str(path)}})
+        return attach(spec, graph, refinement, {**spec.provenance, "encoder": {**summary, "command": command, "run_checkpoint": str(path)}})
 
     return write_bundle(out, fill, None, say)

@@ -8,10 +8,11 @@ Three steps, each scored by the one spectral distance (`ganstream.core.distance.
 lower is nearer) between the sample and what the bundle's generator makes of a latent:
 
 1. the bundle's encoder (manifest `encoder`, an ONNX graph audio (batch, segment) -> latent
-   (batch, D) [, condition (batch, C)]) guesses at once; where the bundle has a refiner (manifest
-   `refiner`: one correction, (sample, what the generator makes of the latent, the latent) ->
-   (corrected latent, distance)), its `iterations` corrections follow, the bundle's generator run
-   between them, and the latent whose audio the refiner found nearest is kept (the torch twin is
+   (batch, D) [, condition (batch, C)] [, proposals (batch, M, D)]) guesses at once; where it proposes
+   M latents, the generator hears all M in one call and the nearest is taken; where the bundle has a
+   refiner (manifest `refiner`: one correction, (sample, what the generator makes of the latent, the
+   latent) -> (corrected latent, distance)), its `iterations` corrections follow from there, the
+   bundle's generator run between them, and the latent whose audio the refiner found nearest is kept (the torch twin is
    training/models/encoder.py `IterativeEncoder`); the latent is clipped to the bundle's range
    (`LATENT_BOUNDS`), a conditioned bundle's pitch rounded into `condition.pitch_range` and its
    velocity into [0, 1];
@@ -43,7 +44,7 @@ import numpy as np
 import soundfile as sf
 
 from ganstream.core.distance import onset_cut, spectral_distance
-from ganstream.core.manifest import LATENT_BOUNDS, REFINER_INPUTS
+from ganstream.core.manifest import ENCODER_PROPOSALS, LATENT_BOUNDS, REFINER_INPUTS
 from ganstream.core.resample import resample_clip
 
 from .bundle import Bundle, BundleError
@@ -127,6 +128,7 @@ class Inverter:
         self._session, self.provider = open_graph(spec, provider, threads)
         self._input, self._input_dtype = spec.inputs[0].name, spec.inputs[0].np_dtype
         self._outputs = [s.name for s in spec.outputs]
+        self.proposals = spec.outputs[-1].shape[1] if self._outputs[-1] == ENCODER_PROPOSALS else 1
         self._refiner = open_graph(bundle.refiner, provider, threads)[0] if bundle.refiner is not None else None
         self.corrections = bundle.spec.refiner.iterations if bundle.spec.refiner is not None else 0
         self.bundle = bundle
@@ -200,11 +202,13 @@ class Inverter:
     # -- the steps ---------------------------------------------------------------------------
 
     def encode(self, audio: np.ndarray) -> np.ndarray:
-        """(segment,) audio -> (D [+ C],) float32 row: the encoder's latent clipped into +-bound, and a
-        conditioned bundle's pitch rounded into `condition.pitch_range`, velocity clipped into [0, 1]."""
+        """(segment,) audio -> (D [+ C],) float32 row: the encoder's latent (the nearest of its proposals, then
+        of the refiner's corrections) clipped into +-bound, and a conditioned bundle's pitch rounded into
+        `condition.pitch_range`, velocity clipped into [0, 1]."""
         x = self._segment(audio)
         outs = self._session.run(self._outputs, {self._input: x[None].astype(self._input_dtype)})
         latent = np.nan_to_num(np.asarray(outs[0], np.float32)[0])
+        proposals = np.nan_to_num(np.asarray(outs[-1], np.float32)[0]) if self.proposals > 1 else latent[None]  # (M, D)
         cond = None
         if self.condition is not None:
             cond = np.nan_to_num(np.asarray(outs[1], np.float64)[0]).copy()
@@ -214,25 +218,33 @@ class Inverter:
                 cond[1] = np.clip(cond[1], 0.0, 1.0)
             cond = cond.astype(np.float32)
         if self._refiner is not None:
-            latent = self._corrected(x, latent, cond)
+            latent = self._corrected(x, proposals, cond)
+        elif len(proposals) > 1:
+            latent = proposals[int(np.argmin(self.distance(x, self._rows(proposals, cond))))]
         latent = np.clip(latent, -self.bound, self.bound)
         return latent.astype(np.float32) if cond is None else np.concatenate([latent, cond]).astype(np.float32)
 
-    def _corrected(self, x: np.ndarray, latent: np.ndarray, condition: np.ndarray | None) -> np.ndarray:
-        """The refiner's corrections from the encoder's (D,) latent, the generator run on each (with the
-        condition) -> the latent whose audio the refiner's distance found nearest the sample, the encoder's included."""
+    def _corrected(self, x: np.ndarray, proposals: np.ndarray, condition: np.ndarray | None) -> np.ndarray:
+        """The encoder's (M, D) proposals, heard through the generator (with the condition) and measured by the
+        refiner in one call each, then the refiner's corrections from the nearest -> the latent whose audio the
+        refiner's distance found nearest the sample, the proposals included."""
         (audio, heard_name, latent_name), dtypes = REFINER_INPUTS, [s.np_dtype for s in self.bundle.refiner.inputs]
-        feeds = {audio: x[None].astype(dtypes[0])}
-        best, best_d, z = latent, math.inf, latent
+        sample = x[None].astype(dtypes[0])
+        best, best_d, z = proposals[0], math.inf, proposals
         for _ in range(self.corrections + 1):
-            row = z if condition is None else np.concatenate([z, condition])
-            feeds[heard_name] = self.generator.generate(row[None]).astype(dtypes[1])
-            feeds[latent_name] = z[None].astype(dtypes[2])
+            feeds = {audio: np.repeat(sample, len(z), axis=0), heard_name: self.generator.generate(self._rows(z, condition)).astype(dtypes[1]),
+                     latent_name: z.astype(dtypes[2])}
             corrected, distance = self._refiner.run(None, feeds)
-            if float(distance[0]) < best_d:
-                best, best_d = z, float(distance[0])
-            z = np.nan_to_num(np.asarray(corrected, np.float32)[0])
+            i = int(np.argmin(distance))
+            if float(distance[i]) < best_d:
+                best, best_d = z[i], float(distance[i])
+            z = np.nan_to_num(np.asarray(corrected[i : i + 1], np.float32))
         return best
+
+    @staticmethod
+    def _rows(latents: np.ndarray, condition: np.ndarray | None) -> np.ndarray:
+        """(M, D) latents [and the (C,) condition] -> (M, D [+ C]) generator rows."""
+        return latents if condition is None else np.concatenate([latents, np.broadcast_to(condition, (len(latents), len(condition)))], axis=1)
 
     def distance(self, audio: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """(segment,) audio, (B, D [+ C]) rows -> (B,) float64 spectral distances of what the rows generate."""

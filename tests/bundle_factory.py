@@ -29,7 +29,7 @@ import json
 from dataclasses import replace
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -37,6 +37,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ganstream.core.manifest import (
     CONDITION_INPUT,
+    ENCODER_PROPOSALS,
+    PROPOSALS_VERSION,
     Condition,
     ControlItem,
     Controls,
@@ -79,6 +81,7 @@ def make_bundle(
     streaming: Mapping[str, Any] | None = None,
     encoder: bool = False,
     encoder_bias: float = 0.0,
+    proposals: Sequence[float] = (),
 ) -> Path:
     """Write a valid bundle into `directory` (created) and return it.
 
@@ -86,7 +89,9 @@ def make_bundle(
     controls=True writes controls.npy with pc1, pc2, pc3, brightness and loudness;
     False writes `"controls": null`. streaming: fields to override in the manifest's
     `streaming` section (e.g. {"mode": "texture"}). encoder=True writes encoder.onnx (float32, whatever
-    `dtype`), the generator's inverse plus `encoder_bias` (module docstring), and declares it.
+    `dtype`), the generator's inverse plus `encoder_bias` (module docstring), and declares it. proposals:
+    with encoder=True, offsets of the latents it also proposes (the exact latent plus each, on every
+    component; the first is the `latent` output's), format version PROPOSALS_VERSION.
     """
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
@@ -94,7 +99,7 @@ def make_bundle(
     directory.mkdir(parents=True, exist_ok=True)
     onnx.save(generator_model(segment, sample_rate, latent_size, dtype), directory / "generator.onnx")
     if encoder:
-        onnx.save(encoder_model(segment, sample_rate, latent_size, encoder_bias), directory / ENCODER_FILE)
+        onnx.save(encoder_model(segment, sample_rate, latent_size, encoder_bias, proposals), directory / ENCODER_FILE)
 
     controls_entry = None
     if controls:
@@ -114,7 +119,7 @@ def make_bundle(
         walk_depth=0.35,
     )
     manifest = Manifest(
-        format_version=1,
+        format_version=PROPOSALS_VERSION if encoder and proposals else 1,
         name=name,
         model=Model("waveform", "test-harmonic", sample_rate, segment, Latent(latent_size, distribution)),
         graphs={
@@ -131,7 +136,7 @@ def make_bundle(
         controls=controls_entry,
         streaming=replace(settings, **(streaming or {})),
         files={},
-        encoder=encoder_graph(segment, latent_size) if encoder else None,
+        encoder=encoder_graph(segment, latent_size, proposals=len(proposals)) if encoder else None,
         provenance={
             "run_name": name,
             "config_hash": "00000000",
@@ -216,17 +221,24 @@ def _onnx_model(nodes: list, name: str, inputs: list, outputs: list, inits: list
     return model
 
 
-def encoder_graph(segment: int, latent_size: int, condition_columns: int = 0) -> Graph:
-    """The manifest's `encoder` entry: audio (batch, segment) -> latent (batch, D) [, condition (batch, C)]."""
+def encoder_graph(segment: int, latent_size: int, condition_columns: int = 0, proposals: int = 0) -> Graph:
+    """The manifest's `encoder` entry: audio (batch, segment) -> latent (batch, D) [, condition (batch, C)]
+    [, proposals (batch, M, D)]."""
     outputs = (TensorSpec("latent", ("batch", latent_size)),)
     if condition_columns:
         outputs += (TensorSpec(CONDITION_INPUT, ("batch", condition_columns)),)
+    if proposals:
+        outputs += (TensorSpec(ENCODER_PROPOSALS, ("batch", proposals, latent_size)),)
     return Graph(ENCODER_FILE, (TensorSpec("audio", ("batch", segment)),), outputs, "fp32", OPSET, 0.0)
 
 
-def encoder_model(segment: int, sample_rate: int, latent_size: int, bias: float = 0.0) -> onnx.ModelProto:
+def encoder_model(segment: int, sample_rate: int, latent_size: int, bias: float = 0.0, proposals: Sequence[float] = ()) -> onnx.ModelProto:
     """The inverse of `generator_model` (float32): audio (batch, segment) -> latent (batch, D), plus `bias`.
-    MatMul by S.T, Mul by 1 / diag(S S.T) (the coefficients), Clip, Atanh, MatMul by pinv(W), Add bias."""
+    MatMul by S.T, Mul by 1 / diag(S S.T) (the coefficients), Clip, Atanh, MatMul by pinv(W), Add bias.
+    With `proposals` (M offsets), the latent is the exact one plus the first, and a second output gives the
+    exact latent plus each, (batch, M, D)."""
+    if proposals:
+        bias = float(proposals[0])
     w, basis = weights(latent_size, segment, sample_rate)
     s64 = basis.astype(np.float64)
     inits = [
@@ -245,10 +257,16 @@ def encoder_model(segment: int, sample_rate: int, latent_size: int, bias: float 
         helper.make_node("MatMul", ["pre", "Wpinv"], ["z"]),
         helper.make_node("Add", ["z", "bias"], ["latent"]),
     ]
+    outputs = [helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["batch", latent_size])]
+    if proposals:
+        inits += [numpy_helper.from_array(np.array([1], np.int64), "axis"),
+                  numpy_helper.from_array(np.asarray(proposals, np.float32)[None, :, None], "offsets")]  # (1, M, 1)
+        nodes += [helper.make_node("Unsqueeze", ["z", "axis"], ["z3"]), helper.make_node("Add", ["z3", "offsets"], [ENCODER_PROPOSALS])]
+        outputs.append(helper.make_tensor_value_info(ENCODER_PROPOSALS, TensorProto.FLOAT, ["batch", len(proposals), latent_size]))
     return _onnx_model(
         nodes, "harmonic_encoder",
         [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", segment])],
-        [helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["batch", latent_size])],
+        outputs,
         inits,
     )
 

@@ -315,8 +315,8 @@ def test_missing_field(copy, field):
 
 BAD_VALUES = [
     ("format", "ganstream-model", r'`format` must be "ganstream-bundle", got "ganstream-model"'),
-    ("format_version", 6, r"`format_version` is 6, but ganstream 0.1.0 reads format version 1, 2, 3, 4, 5 only: upgrade ganstream"),
-    ("format_version", True, r"`format_version` is true, but ganstream 0.1.0 reads format version 1, 2, 3, 4, 5 only$"),
+    ("format_version", 7, r"`format_version` is 7, but ganstream 0.1.0 reads format version 1, 2, 3, 4, 5, 6 only: upgrade ganstream"),
+    ("format_version", True, r"`format_version` is true, but ganstream 0.1.0 reads format version 1, 2, 3, 4, 5, 6 only$"),
     ("name", "", r"`name` must be a non-empty string"),
     ("model.kind", "mel", r'`model.kind` must be one of "waveform", "spectral", "reconstruction", got "mel"'),
     ("model.kind", "spectral", r'`model.kind` is "spectral", which format version 1 does not have \(it came with version 2\)'),

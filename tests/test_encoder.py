@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from ganstream.core.manifest import PROPOSALS_VERSION
 from ganstream.main import main as ganstream
 from ganstream.realtime.bundle import load_bundle
 from ganstream.training.checkpoint import load_generator
@@ -24,6 +25,7 @@ from ganstream.training.models.encoder import Encoder, EncoderConfig, IterativeE
 from ganstream.training.spectral import spectral_distance
 
 TINY = dict(n_fft=256, hop=128, mels=16, width=8, depth=2, hidden=32, pool=64, batch=16, spectral_batch=4, iteration_steps=3)
+TINY_PROPOSALS = EncoderConfig().hypotheses  # the default: the tests cover the encoder as export trains it
 
 
 @pytest.fixture(autouse=True)
@@ -73,16 +75,25 @@ class Harmonics(torch.nn.Module):
         return (0.5 + 0.4 * torch.tanh(z @ self.mix)) @ self.partials / 8
 
 
-def test_training_moves_the_encoder_towards_the_latents():
-    cfg = SimpleNamespace(latent_dim=8, latent_dist="uniform", segment=4096, condition="none")
-    gen = Harmonics()
-    rows = sample_latents(cfg, 64, torch.Generator().manual_seed(7))  # not the pool's: held out
+TOY = SimpleNamespace(latent_dim=8, latent_dist="uniform", segment=4096, condition="none")  # the toy generators' model config
+
+
+def toy_clips(gen: torch.nn.Module, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n latents of TOY drawn from their own seed (not the pool's: held out) and what `gen` makes of them."""
+    rows = sample_latents(TOY, n, torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        audio = gen(rows)
+        return rows, gen(rows)
+
+
+def test_training_moves_the_encoder_towards_the_latents():
+    cfg, gen = TOY, Harmonics()
+    rows, audio = toy_clips(gen, 64, 7)
 
     def latent_error(enc: Encoder) -> float:
+        """The nearest proposal's: what winner-takes-all training brings nearer."""
         with torch.no_grad():
-            return float(torch.mean((enc(audio) - rows) ** 2))
+            proposals, _ = enc.propose(audio)
+            return float(((proposals - rows[:, None]) ** 2).mean(dim=2).min(dim=1).values.mean())
 
     untrained = Encoder(EncoderConfig(**TINY), 16000, 4096, 8, "uniform")
     untrained.set_statistics(audio)
@@ -92,6 +103,55 @@ def test_training_moves_the_encoder_towards_the_latents():
     assert after < 0.5 * before, (before, after)
     assert summary["generated"]["steps"] == 300 and summary["real"]["steps"] == 0
     assert all(p.requires_grad for p in gen.parameters())  # the generator is handed back as it came
+
+
+class Mirrored(Harmonics):
+    """(B, 8) -> (B, 4096): sixteen partials whose amplitudes are products of pairs of a fixed mix of the latent, so
+    z and -z sound the same: every sound has two latents, which one regressed latent can only average."""
+
+    def __init__(self):
+        super().__init__()
+        t = torch.arange(4096) / 16000
+        self.register_buffer("partials", torch.stack([torch.sin(2 * torch.pi * 250 * (k + 1) * t) for k in range(16)]))
+
+    def forward(self, z):
+        u = z @ self.mix
+        return (0.5 + 0.4 * torch.tanh(2 * torch.cat([u * u.roll(1, dims=1), u * u], dim=1))) @ self.partials / 16
+
+
+def test_two_proposals_find_both_readings_of_an_ambiguous_sound_where_one_latent_averages_them():
+    cfg, gen = TOY, Mirrored()
+    rows, audio = toy_clips(gen, 64, 7)
+    with torch.no_grad():
+        assert torch.allclose(gen(-rows), audio, atol=1e-6)
+
+    def nearest_error(hypotheses: int) -> float:
+        enc_cfg = EncoderConfig(**{**TINY, "pool": 512, "lr": 3e-3}, generated_steps=300, real_steps=0, spectral_every=50, hypotheses=hypotheses)
+        enc, _ = train_encoder(gen, cfg, 16000, enc_cfg)
+        with torch.no_grad():
+            proposals, _ = enc.propose(audio)
+        return float(((proposals - rows[:, None]) ** 2).mean(dim=2).min(dim=1).values.mean())
+
+    one, two = nearest_error(1), nearest_error(2)
+    assert one > 0.3  # a uniform latent's variance, 1/3: the one latent sits at the mean of z and -z
+    assert two < 0.8 * one, (one, two)  # measured 0.60-0.68 of it at three seeds
+
+
+def test_one_proposal_trains_as_a_plain_regression_and_the_nearest_takes_the_weight():
+    from ganstream.training.encoder_train import _nearest_proposal
+
+    target = torch.rand(5, 3)
+    single = torch.rand(5, 1, 3, requires_grad=True)
+    loss, z = _nearest_proposal(single, target, 0.05)
+    assert torch.allclose(loss, torch.nn.functional.mse_loss(single[:, 0], target)) and torch.equal(z, single[:, 0])
+    near = target[:, None] + torch.tensor([0.5, 0.01, -0.3])[None, :, None]  # the second is nearest
+    proposals = near.clone().requires_grad_(True)
+    loss, z = _nearest_proposal(proposals, target, 0.05)
+    assert torch.equal(z, proposals[:, 1])
+    loss.backward()
+    share = proposals.grad.abs().sum(dim=(0, 2))
+    assert share[1] > 0 and share[0] > 0  # the others keep a share: no proposal is left untrained
+    assert float(share[0] / 0.5) < float(share[1] / 0.01) / 5  # per unit of error, the nearest learns far more
 
 
 def test_real_phase_uses_real_clips_and_keeps_the_generator_frozen():
@@ -123,8 +183,9 @@ def test_export_with_encoder_writes_a_checked_graph(tiny_run, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     enc = manifest["encoder"]
     assert enc["file"] == "encoder.onnx" and "encoder.onnx" in manifest["files"]
-    assert [t["name"] for t in enc["inputs"]] == ["audio"] and [t["name"] for t in enc["outputs"]] == ["latent"]
-    assert enc["parity_max_abs_error"] <= 1e-4
+    assert [t["name"] for t in enc["inputs"]] == ["audio"] and [t["name"] for t in enc["outputs"]] == ["latent", "proposals"]
+    assert enc["outputs"][1]["shape"] == ["batch", TINY_PROPOSALS, manifest["model"]["latent"]["size"]] and enc["parity_max_abs_error"] <= 1e-4
+    assert manifest["format_version"] == PROPOSALS_VERSION  # a reader that knew no proposals would refuse the extra output
     assert manifest["provenance"]["encoder"]["generated"]["steps"] == 20
     assert manifest["provenance"]["encoder"]["real"]["steps"] == 40  # the defaults' ratio: twice as many on real clips
     assert manifest["provenance"]["encoder"]["iterations"]["steps"] == 30  # and one and a half times as many for the refiner
@@ -150,8 +211,10 @@ def test_export_with_encoder_writes_a_checked_graph(tiny_run, tmp_path):
     gen, cfg, _ = load_generator(sorted((tiny_run / "checkpoints").glob("*.pt"))[-1])
     with torch.no_grad():
         audio = gen(sample_latents(cfg.model, 2, torch.Generator().manual_seed(0))).reshape(2, -1).numpy()
-    z = ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"]).run(None, {"audio": audio})[0]
+    z, proposals = ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"]).run(None, {"audio": audio})
     assert z.shape == (2, bundle.latent_size) and np.all(np.abs(z) <= 1.0)
+    assert proposals.shape == (2, TINY_PROPOSALS, bundle.latent_size) and np.array_equal(proposals[:, 0], z)
+    assert not np.allclose(proposals[:, 0], proposals[:, 1], atol=1e-3)  # the proposals differ
 
 
 def test_export_encoder_option_errors(tiny_run, tmp_path, capsys):
@@ -163,6 +226,8 @@ def test_export_encoder_option_errors(tiny_run, tmp_path, capsys):
     assert "--encoder-iterations goes with --encoder" in capsys.readouterr().err
     assert ganstream(["export", str(tiny_run), "-o", str(tmp_path / "w"), "--encoder", "--encoder-iterations", "-2"]) == 2
     assert "--encoder-iterations: 0 or more, not -2" in capsys.readouterr().err
+    assert ganstream(["export", str(tiny_run), "-o", str(tmp_path / "p"), "--encoder", "--encoder-proposals", "0"]) == 2
+    assert "--encoder-proposals: 1 or more, not 0" in capsys.readouterr().err
 
 
 def test_encoder_into_an_exported_bundle_keeps_its_other_files(tiny_run, tmp_path, capsys):
@@ -170,9 +235,12 @@ def test_encoder_into_an_exported_bundle_keeps_its_other_files(tiny_run, tmp_pat
     assert ganstream(["export", str(tiny_run), "-o", str(out), "--controls", "0"]) == 0
     before = json.loads((out / "manifest.json").read_text())
     assert "encoder" not in before and load_bundle(out).encoder is None
-    assert ganstream(["export", str(tiny_run), "--into", str(out), "--encoder", "--encoder-steps", "10", "--encoder-iterations", "0"]) == 0
+    assert ganstream(["export", str(tiny_run), "--into", str(out), "--encoder", "--encoder-steps", "10", "--encoder-iterations", "0",
+                      "--encoder-proposals", "1"]) == 0
     after = json.loads((out / "manifest.json").read_text())
     assert after["encoder"]["file"] == "encoder.onnx"
+    # One proposal: the one-latent encoder of format version 1, which hosts that know no proposals read.
+    assert [t["name"] for t in after["encoder"]["outputs"]] == ["latent"] and after["format_version"] == before["format_version"] == 1
     for rel, entry in before["files"].items():
         assert after["files"][rel] == entry  # the generator and the rest, byte for byte
     assert after["provenance"]["encoder"]["generated"]["steps"] == 10
@@ -295,11 +363,8 @@ def test_an_untrained_refiner_returns_its_latent_and_keeps_uniform_latents_insid
 
 
 def test_the_refiner_brings_the_encoders_latents_nearer_and_leaves_the_encoder_and_generator_alone():
-    cfg = SimpleNamespace(latent_dim=8, latent_dist="uniform", segment=4096, condition="none")
-    gen = Harmonics()
-    rows = sample_latents(cfg, 48, torch.Generator().manual_seed(11))
-    with torch.no_grad():
-        clips = gen(rows)
+    cfg, gen = TOY, Harmonics()
+    _, clips = toy_clips(gen, 48, 11)
     enc_cfg = EncoderConfig(**{**TINY, "pool": 256, "lr": 3e-3, "iteration_steps": 150, "iterations": 2},
                             generated_steps=60, real_steps=0, spectral_every=20)
     model, summary = train_encoder(gen, cfg, 16000, enc_cfg, clips.numpy())
@@ -326,10 +391,11 @@ def test_an_iterative_encoder_passes_a_conditioned_bundles_condition_through():
     model = IterativeEncoder(enc, refiner, gen, 3).eval()
     audio = torch.randn(2, 4096) * 0.1
     with torch.no_grad():
-        z0, c0 = enc(audio)
+        proposals, c0 = enc.propose(audio)
+        z0 = model.nearest(audio, proposals, c0)
         z, c = model(audio)
         steps, distances = model.run(audio, z0, c0, 3)
-    assert z.shape == (2, 8) and torch.equal(c, c0)
+    assert z.shape == (2, 8) and torch.equal(c, c0) and proposals.shape == (2, TINY_PROPOSALS, 8)
     assert len(steps) == 4 and distances == [] and torch.equal(steps[0], z0)
     assert all(any(torch.equal(z[b], step[b]) for step in steps) for b in range(2))  # one of its latents, for each clip
 
@@ -346,7 +412,7 @@ def test_an_iterative_encoder_returns_the_nearest_of_its_latents():
     audio = gen(torch.rand(6, 8, generator=torch.Generator().manual_seed(4)) * 1.6 - 0.8)
     with torch.no_grad():
         z = model(audio)
-        latents, distances = model.run(audio, enc(audio), None, 4, measure=True)
+        latents, distances = model.run(audio, model.nearest(audio, *enc.propose(audio)), None, 4, measure=True)
     table = torch.stack(distances, dim=1)  # (6, 5): the encoder's latent and each correction's
     assert table.shape == (6, 5) and len(latents) == 5
     picked = table.argmin(dim=1)
@@ -357,10 +423,9 @@ def test_an_iterative_encoder_returns_the_nearest_of_its_latents():
 
 def test_the_inverter_runs_the_bundles_refiner_as_the_torch_iterative_encoder_does(tiny_run, tmp_path):
     import shutil
-    from dataclasses import replace
 
     from ganstream.export.bundle import load_run_generator, write_bundle
-    from ganstream.export.encoder import write_graphs
+    from ganstream.export.encoder import attach, write_graphs
     from ganstream.realtime.inversion import Inverter
 
     plain = tmp_path / "plain.gsb"
@@ -381,11 +446,11 @@ def test_the_inverter_runs_the_bundles_refiner_as_the_torch_iterative_encoder_do
         for rel in spec.files:
             shutil.copy2(plain / rel, tmp / rel)
         graph, refinement = write_graphs(model, gen, cfg, tmp, out, {})
-        return replace(spec, encoder=graph, refiner=refinement)
+        return attach(spec, graph, refinement, spec.provenance)
 
     write_bundle(out, fill)
     inv = Inverter(load_bundle(out))
-    assert inv.corrections == 4
+    assert inv.corrections == 4 and inv.proposals == TINY_PROPOSALS
     with torch.no_grad():
         audio = gen(sample_latents(m, 6, torch.Generator().manual_seed(5))).reshape(6, -1)
         want = model(audio).numpy()

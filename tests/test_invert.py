@@ -28,7 +28,7 @@ from bundle_factory import (
 
 from ganstream.main import main as ganstream
 from ganstream.core.distance import RESOLUTIONS, magnitudes, onset, onset_cut, spectral_distance
-from ganstream.core.manifest import BundleError, Manifest
+from ganstream.core.manifest import PROPOSALS_VERSION, BundleError, Manifest
 from ganstream.core.spectral import SpectralParams, stft
 from ganstream.export.invert import TorchRefiner, torch_spectral_distance
 from ganstream.realtime import inversion
@@ -164,6 +164,44 @@ def test_a_broken_encoder_entry_is_named(bundles, change, field, match):
     with pytest.raises(BundleError, match=r"^x/manifest.json: .*" + match) as info:
         Manifest.from_json(_broken(bundles["exact"], change), "x/manifest.json")
     assert info.value.field == field
+
+
+def test_an_encoder_may_propose_several_latents_from_format_version_6(tmp_path):
+    d = make_bundle(tmp_path / "p", segment=SEGMENT, latent_size=D, encoder=True, proposals=(0.3, -0.2, 0.0))
+    b = load_bundle(d, verify=True)  # the graph's three outputs against the manifest's
+    assert [s.name for s in b.encoder.outputs] == ["latent", "proposals"] and b.encoder.outputs[1].shape == ("batch", 3, D)
+    assert b.spec.format_version == PROPOSALS_VERSION and Manifest.from_json(b.spec.to_json()) == b.spec
+
+
+PROPOSALS_BROKEN = [
+    (lambda m: m.update(format_version=5), "format_version", r"is 5, but the encoder's 'proposals' output needs format version 6"),
+    (lambda m: m["encoder"]["outputs"][1].update(shape=["batch", 1, D]), "encoder.outputs[1].shape",
+     r'is \["batch", 1, 8\] but must be \["batch", "M", 8\], M a whole number of 2 or more'),
+    (lambda m: m["encoder"]["outputs"][1].update(shape=["batch", 3, 9]), "encoder.outputs[1].shape", r'is \["batch", 3, 9\] but must be'),
+    (lambda m: m["encoder"]["outputs"][1].update(shape=["batch", D]), "encoder.outputs[1].shape", r'is \["batch", 8\] but must be'),
+    (lambda m: m["encoder"]["outputs"].reverse(), "encoder.outputs", r'must list \["latent"\], got \["proposals", "latent"\]'),  # proposals come last
+]
+
+
+@pytest.mark.parametrize("change, field, match", PROPOSALS_BROKEN, ids=[b[1] + str(i) for i, b in enumerate(PROPOSALS_BROKEN)])
+def test_a_broken_proposals_output_is_named(tmp_path, change, field, match):
+    d = make_bundle(tmp_path / "p", segment=SEGMENT, latent_size=D, encoder=True, proposals=(0.3, -0.2, 0.0))
+    with pytest.raises(BundleError, match=r"^x/manifest.json: .*" + match) as info:
+        Manifest.from_json(_broken(d, change), "x/manifest.json")
+    assert info.value.field == field
+
+
+def test_the_inverter_starts_from_the_nearest_proposal(tmp_path):
+    """The factory's encoder proposes the exact latent third: the host hears all three and takes it, where the
+    `latent` output alone (the first proposal) is 0.3 off on every component."""
+    d = make_bundle(tmp_path / "p", segment=SEGMENT, latent_size=D, encoder=True, proposals=(0.3, -0.2, 0.0))
+    inv = Inverter(load_bundle(d))
+    z = rng_latent(5)
+    audio = reference_audio(z, segment=SEGMENT)[0]
+    assert inv.proposals == 3
+    np.testing.assert_allclose(inv.encode(audio), z[0], atol=1e-3)
+    first = Inverter(load_bundle(make_bundle(tmp_path / "b", segment=SEGMENT, latent_size=D, encoder=True, encoder_bias=0.3)))
+    assert first.proposals == 1 and np.abs(first.encode(audio) - z[0]).mean() > 0.2
 
 
 def _with_refiner(m: dict) -> None:

@@ -162,7 +162,7 @@ def test_dataclasses_are_frozen():
 
 
 def test_versions():
-    assert VERSIONS == (1, 2, 3, 4, 5)
+    assert VERSIONS == (1, 2, 3, 4, 5, 6)
     assert FIRST_VERSION == {"waveform": 1, "spectral": 2, "reconstruction": 2}
     assert MODE_FIRST_VERSION == {"crossfade": 1, "texture": 1, "trigger": 3} and STREAMING_MODES == tuple(MODE_FIRST_VERSION)
     # a waveform bundle may say version 2 or 3 (a reader of that version reads it), a spectral one not 1
@@ -218,8 +218,8 @@ def test_the_loader_refuses_a_trigger_bundle_that_says_version_1(tmp_path):
 @pytest.mark.parametrize("mode", ["crossfade", "trigger"])
 def test_a_newer_version_asks_for_an_upgrade(mode):
     data = waveform_manifest().to_json()
-    data = {**data, "format_version": 6, "streaming": {**data["streaming"], "mode": mode}}  # the version is read first
-    with pytest.raises(BundleError, match=r"`format_version` is 6, but ganstream \S+ reads format version 1, 2, 3, 4, 5 only: upgrade ganstream to play this bundle$") as info:
+    data = {**data, "format_version": 7, "streaming": {**data["streaming"], "mode": mode}}  # the version is read first
+    with pytest.raises(BundleError, match=r"`format_version` is 7, but ganstream \S+ reads format version 1, 2, 3, 4, 5, 6 only: upgrade ganstream to play this bundle$") as info:
         Manifest.from_json(data)
     assert info.value.field == "format_version"
 

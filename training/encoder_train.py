@@ -26,6 +26,10 @@ inversion, Zhu et al. 2020), then a third for the refiner:
    correction that sees the generator's answer is a local step, which generalises to held-out clips.
    The result is an `IterativeEncoder`, exported as one graph.
 
+Each phase trains the encoder's `hypotheses` proposals winner-takes-all (`_nearest_proposal`): the proposal
+nearest a sample's target latent learns from it, so the proposals come to cover a sound's readings the
+target alone cannot tell apart; the refiner starts from the proposal nearest the sample, as the host does.
+
 The generator is frozen (eval mode, no parameter gradients). Returns the encoder (an `IterativeEncoder`
 after phase 3) in eval mode and a summary (losses at the end of each phase, seconds) that export records in the bundle's provenance.
 """
@@ -92,6 +96,18 @@ def nearest_in_pool(
                 rows.append(pool_rows[idx[best]])
                 dists.append(d[best])
     return torch.stack(rows), torch.stack(dists)
+
+
+def _nearest_proposal(proposals: Tensor, target: Tensor, spread: float) -> tuple[Tensor, Tensor]:
+    """(B, M, D) proposals, (B, D) target latents -> (the latent loss, (B, D) the proposal nearest each target).
+    Winner takes all (multiple choice learning): the nearest proposal takes the mean squared error's weight
+    but for a `spread` share, spread over all M, which keeps a proposal no target ever reaches from dying.
+    With one proposal this is the mean squared error."""
+    err = ((proposals - target[:, None]) ** 2).mean(dim=2)  # (B, M)
+    win = err.argmin(dim=1)
+    nearest = err.gather(1, win[:, None]).squeeze(1)
+    loss = nearest if err.shape[1] == 1 else (1 - spread) * nearest + spread * err.mean(dim=1)
+    return loss.mean(), proposals[torch.arange(len(win)), win]
 
 
 CODE_BOUND = 0.9  # |per-clip latent| for uniform latents, inside LATENT_BOUNDS' 1 (see _Codes)
@@ -176,10 +192,6 @@ def train_encoder(
     opt = torch.optim.Adam(encoder.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     summary: dict[str, Any] = {"config": dict(vars(cfg))}
 
-    def encode(audio: Tensor) -> tuple[Tensor, Tensor | None]:
-        out = encoder(audio)
-        return out if isinstance(out, tuple) else (out, None)
-
     def objective(reference: Tensor, fake: Tensor) -> Tensor:
         """(B, T), (B, T) -> (B,): the spectral distance, and the blurred one beside it (coarse_weight)."""
         per_clip = spectral_distance(reference, fake, sample_rate)
@@ -189,8 +201,9 @@ def train_encoder(
     for step in range(cfg.generated_steps):
         idx = torch.randint(0, cfg.pool, (cfg.batch,), generator=rng)
         z_true, c_true = _split(pool_rows[idx], d)
-        z, c = encode(pool_audio[idx])
-        loss = cfg.latent_weight * F.mse_loss(z, z_true)
+        proposals, c = encoder.propose(pool_audio[idx])
+        latent_loss, z = _nearest_proposal(proposals, z_true, cfg.spread_weight)
+        loss = cfg.latent_weight * latent_loss
         if c is not None:
             loss = loss + cfg.latent_weight * _condition_loss(c, c_true)
         latent_avg = loss.item() if latent_avg is None else 0.98 * latent_avg + 0.02 * loss.item()
@@ -225,30 +238,34 @@ def train_encoder(
     for step in range(steps):
         pick = torch.randint(0, len(clips), (cfg.spectral_batch,), generator=rng)
         batch = clips[pick]
-        z, c = encode(batch)
+        proposals, c = encoder.propose(batch)
+        if targets is not None:
+            # Regress the latent of the generated segment nearest each real clip: the spectral loss's gradient
+            # cannot move a note's pitch across partials, a search over the pool can (see the module docstring).
+            rows_pick, all_proposals, c_all = pick, proposals, c
+            if cfg.target_batch > len(pick):
+                extra = torch.randint(0, len(clips), (cfg.target_batch - len(pick),), generator=rng)
+                extra_proposals, c_extra = encoder.propose(clips[extra])
+                rows_pick, all_proposals = torch.cat([pick, extra]), torch.cat([proposals, extra_proposals])
+                c_all = None if c is None else torch.cat([c, c_extra])
+            z_true, c_true = _split(targets[rows_pick], d)
+            anchor, z_all = _nearest_proposal(all_proposals, z_true, cfg.spread_weight)
+            anchor = anchor + (_condition_loss(c_all, c_true) if c_all is not None else 0.0)
+            z = z_all[: len(pick)]  # the proposal nearest each clip's target is the one the spectral loss trains
+        else:
+            # Keep the generated phase's latent regression alive, so the real phase cannot drift off the latent range.
+            idx = torch.randint(0, cfg.pool, (cfg.batch,), generator=rng)
+            gen_proposals, c_gen = encoder.propose(pool_audio[idx])
+            z_true, c_true = _split(pool_rows[idx], d)
+            anchor = _nearest_proposal(gen_proposals, z_true, cfg.spread_weight)[0]
+            anchor = anchor + (_condition_loss(c_gen, c_true) if c_gen is not None else 0.0)
+            z = proposals[:, 0]
         fake = generate(generator_rows(z, None if c is None else c.detach()))
         per_clip = objective(batch, fake)
         loss = per_clip.mean()
         if codes is not None:
             codes.step(pick, clips, lambda rows, target: objective(target, generate(rows)))
             codes.offer(pick, generator_rows(z.detach(), None if c is None else c.detach()), per_clip.detach())
-        if targets is not None:
-            # Regress the latent of the generated segment nearest each real clip: the spectral loss's gradient
-            # cannot move a note's pitch across partials, a search over the pool can (see the module docstring).
-            rows_pick, z_all, c_all = pick, z, c
-            if cfg.target_batch > len(pick):
-                extra = torch.randint(0, len(clips), (cfg.target_batch - len(pick),), generator=rng)
-                z_extra, c_extra = encode(clips[extra])
-                rows_pick, z_all = torch.cat([pick, extra]), torch.cat([z, z_extra])
-                c_all = None if c is None else torch.cat([c, c_extra])
-            z_true, c_true = _split(targets[rows_pick], d)
-            anchor = F.mse_loss(z_all, z_true) + (_condition_loss(c_all, c_true) if c_all is not None else 0.0)
-        else:
-            # Keep the generated phase's latent regression alive, so the real phase cannot drift off the latent range.
-            idx = torch.randint(0, cfg.pool, (cfg.batch,), generator=rng)
-            z_gen, c_gen = encode(pool_audio[idx])
-            z_true, c_true = _split(pool_rows[idx], d)
-            anchor = F.mse_loss(z_gen, z_true) + (_condition_loss(c_gen, c_true) if c_gen is not None else 0.0)
         _decay(opt, cfg, step, steps)
         opt.zero_grad(set_to_none=True)
         (cfg.spectral_weight * loss + cfg.latent_weight * anchor).backward()
@@ -288,8 +305,8 @@ def _train_refiner(
     for step in range(cfg.iteration_steps):
         batch = clips[torch.randint(0, len(clips), (cfg.spectral_batch,), generator=rng)]
         with torch.no_grad():
-            out = encoder(batch)
-            z, c = out if isinstance(out, tuple) else (out, None)
+            proposals, c = encoder.propose(batch)
+            z = model.nearest(batch, proposals, c)  # the proposal the host corrects
             sample = encoder.standardised(batch)
             fake = generator(generator_rows(z, c)).reshape(len(batch), -1)
         _decay(opt, cfg, step, cfg.iteration_steps)

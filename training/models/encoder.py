@@ -11,6 +11,10 @@ convolutional stack; the frames are computed inside the module from the audio (a
   none for normal ones.
 - A conditioned GAN's condition is estimated beside it: the pitch as a MIDI number (a regression
   around C4, in octaves) and, for pitch+velocity, the velocity through a sigmoid.
+- It proposes `hypotheses` latents (multiple choice learning, Guzman-Rivera et al. 2012), trained
+  winner-takes-all (training/encoder_train.py): a sound whose frames allow several readings gets one
+  proposal for each instead of their average. Calling the module gives the first; `propose` all,
+  and `IterativeEncoder.nearest` (a host, realtime/inversion.py) picks by what the generator makes of them.
 - The log-mel frames are standardised with per-band statistics measured on the generator's own
   samples before training (buffers), so the same numbers travel into the exported graph.
 
@@ -87,6 +91,13 @@ class EncoderConfig:
     iterations: int = 6
     trained_iterations: int = 3
     iteration_steps: int = 1500
+    # Latents the encoder proposes for each sample (multiple choice learning, Guzman-Rivera et al. 2012): each
+    # phase trains the proposal nearest its target (winner takes all, the others a `spread_weight` share), so
+    # where a sound is ambiguous (which octave, which kit piece) the proposals cover the readings instead of
+    # averaging them into a latent that sounds like none. The host hears every proposal through the bundle's
+    # generator and corrects the nearest (the refiner's distance); 1: one latent, as before.
+    hypotheses: int = 4
+    spread_weight: float = 0.05
     batch: int = 32
     spectral_batch: int = 8  # batch of the steps that run the generator
     lr: float = 1e-3
@@ -108,10 +119,13 @@ class EncoderConfig:
             raise ValueError(f"encoder: target_batch must be 1 or more and 0 < final_lr <= 1, got {self.target_batch}, {self.final_lr}")
         if not self.lr > 0:
             raise ValueError(f"encoder: lr must be > 0, got {self.lr}")
+        if self.hypotheses < 1 or not 0 <= self.spread_weight <= 1:
+            raise ValueError(f"encoder: hypotheses must be 1 or more and 0 <= spread_weight <= 1, got {self.hypotheses}, {self.spread_weight}")
 
 
 class Encoder(nn.Module):
-    """(B, segment) audio -> (B, latent_dim) latent, or (latent, (B, C) condition) for a conditioned GAN."""
+    """(B, segment) audio -> (B, latent_dim) latent, or (latent, (B, C) condition) for a conditioned GAN: the
+    first of its `cfg.hypotheses` proposals; `propose` gives them all."""
 
     def __init__(self, cfg: EncoderConfig, sample_rate: int, segment: int, latent_dim: int, latent_dist: str, condition_columns: int = 0):
         super().__init__()
@@ -124,7 +138,8 @@ class Encoder(nn.Module):
         self.register_buffer("band_mean", torch.zeros(cfg.mels, 1))
         self.register_buffer("band_std", torch.ones(cfg.mels, 1))
         self.stack, self.dense = _stack(cfg, cfg.mels, segment)
-        self.latent = nn.Linear(cfg.hidden, latent_dim)
+        self.latent_dim = latent_dim
+        self.latent = nn.Linear(cfg.hidden, latent_dim * cfg.hypotheses)
         self.condition = nn.Linear(cfg.hidden, condition_columns) if condition_columns else None
 
     def magnitude(self, audio: Tensor) -> Tensor:
@@ -149,12 +164,17 @@ class Encoder(nn.Module):
         return (self.features(audio, magnitude) - self.band_mean) / self.band_std
 
     def forward(self, audio: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        z, c = self.propose(audio)
+        return z[:, 0] if c is None else (z[:, 0], c)
+
+    def propose(self, audio: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(B, segment) -> ((B, hypotheses, D) proposed latents, (B, C) condition or None)."""
         h = self.dense(self.stack(self.standardised(audio)))
-        z = self.latent(h)
+        z = self.latent(h).reshape(-1, self.cfg.hypotheses, self.latent_dim)
         if self.latent_dist == "uniform":
             z = torch.tanh(z)
         if self.condition is None:
-            return z
+            return z, None
         c = self.condition(h)
         pitch = PITCH_CENTRE + 12.0 * c[:, :1]
         if self.condition_columns == 1:
@@ -220,12 +240,24 @@ class IterativeEncoder(nn.Module):
         self.cfg = encoder.cfg
 
     def forward(self, audio: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-        out = self.encoder(audio)
-        z, c = out if isinstance(out, tuple) else (out, None)
+        proposals, c = self.encoder.propose(audio)
+        z = self.nearest(audio, proposals, c)
         latents, distances = self.run(audio, z, c, self.iterations, measure=True)
         best = torch.stack(distances, dim=1).argmin(dim=1)  # (B,)
         z = torch.stack(latents, dim=1)[torch.arange(len(best)), best]
         return z if c is None else (z, c)
+
+    def nearest(self, audio: Tensor, proposals: Tensor, condition: Tensor | None) -> Tensor:
+        """(B, segment) audio, (B, M, D) proposals -> (B, D): the proposal whose audio is nearest the sample by
+        `frame_distance`, as the host picks it (the first call of the refiner, on all M at once)."""
+        b, m, d = proposals.shape
+        if m == 1:
+            return proposals[:, 0]
+        flat = proposals.reshape(b * m, d)
+        rows = generator_rows(flat, None if condition is None else condition.repeat_interleave(m, dim=0))
+        heard = self.generator(rows).reshape(b * m, -1)
+        _, distance = self.step(audio.repeat_interleave(m, dim=0), heard, flat)
+        return proposals[torch.arange(b), distance.reshape(b, m).argmin(dim=1)]
 
     def run(self, audio: Tensor, z: Tensor, condition: Tensor | None, iterations: int, measure: bool = False) -> tuple[list[Tensor], list[Tensor]]:
         """audio: (B, segment); z: (B, D) -> ([z, then the latent after each of `iterations` corrections],
