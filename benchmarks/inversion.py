@@ -58,16 +58,18 @@ def parse() -> argparse.Namespace:
     p.add_argument("--adam", type=int, default=50, help="Adam steps through the torch generator (default: %(default)s)")
     p.add_argument("--train-clips", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0, help="the export's seed, the encoder's among them: how much the counts owe to it")
+    p.add_argument("--proposals", type=int, default=None, help="the export's --encoder-proposals (default: export's own)")
     p.add_argument("--work", type=Path, default=Path("/tmp/ganstream-inversion"))
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--table", action="store_true", help="print the table of --out and stop")
     return p.parse_args()
 
 
-def bundle_for(set_name: str, run: str, checkpoint: str, work: Path, seed: int = 0) -> Path:
+def bundle_for(set_name: str, run: str, checkpoint: str, work: Path, seed: int = 0, proposals: int | None = None) -> Path:
     out = work / f"{set_name}.gsb"
     if not (out / "manifest.json").is_file():
         cmd = ["ganstream", "export", run, "-o", str(out), "--checkpoint", checkpoint, "--encoder", "--controls", "0", "--seed", str(seed)]
+        cmd += ["--encoder-proposals", str(proposals)] if proposals is not None else []
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
     return out
@@ -91,7 +93,7 @@ def measure(set_name: str, args: argparse.Namespace) -> dict[str, Any]:
     from ganstream.realtime.inversion import Inverter
 
     runs = {**RUNS, **dict(r.split("=", 1) for r in args.runs)}
-    path = bundle_for(set_name, runs[set_name], args.checkpoint, args.work, args.seed)
+    path = bundle_for(set_name, runs[set_name], args.checkpoint, args.work, args.seed, args.proposals)
     bundle = load_bundle(path)
     inv = Inverter(bundle, provider="cpu", threads=1)
     refiner = run_refiner(Path(runs[set_name]), args.checkpoint, bundle)
@@ -107,7 +109,8 @@ def measure(set_name: str, args: argparse.Namespace) -> dict[str, Any]:
         t_encoder = time.perf_counter() - t
         first_d = None
         if inv.proposals > 1:  # the ablation: the encoder's first proposal corrected, as if it proposed no other
-            inv.proposals, first = 1, inv.encode(x)
+            inv.proposals = 1
+            first = inv.encode(x)
             inv.proposals = int(bundle.encoder.outputs[-1].shape[1])
             first_d = float(inv.distance(x, first[None])[0])
         t = time.perf_counter()

@@ -64,7 +64,8 @@ def encoder_graph(
     t0 = time.perf_counter()
     graph, refinement = write_graphs(model, generator, cfg, tmp, out, options)
     say(f"encoder: {graph.precision}, parity max abs error {graph.parity_max_abs_error:.3g} over {PARITY_ITEMS} generated segments, "
-        f"trained in {summary['seconds']:.0f} s, exported in {time.perf_counter() - t0:.1f} s")
+        f"trained in {summary['seconds']:.0f} s, exported in {time.perf_counter() - t0:.1f} s"
+        + (f"; {enc_cfg.hypotheses} proposals per sample, the nearest taken" if enc_cfg.hypotheses > 1 else ""))
     if refinement is not None:
         say(f"refiner: {refinement.graph.precision}, parity max abs error {refinement.graph.parity_max_abs_error:.3g}, "
             f"{refinement.iterations} corrections, each running the bundle's generator once")
