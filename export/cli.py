@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the encoder's training steps on generated audio (default 1000); twice as many follow on the run's real clips, "
                         "then one and a half times as many for its refiner")
     p.add_argument("--encoder-iterations", type=int, default=None, metavar="K",
-                   help="corrections the encoder's refiner makes, each running the generator once (default 6; it trains on the first 3); "
+                   help="corrections the encoder's refiner makes, each running the generator once (default 4; it trains on the first 3); "
                         "the nearest of the latents found is kept; 0: the encoder alone, faster but nearer less often")
     p.add_argument("--encoder-proposals", type=int, default=None, metavar="M",
                    help="latents the encoder proposes for a sample, which a host hears through the generator to start from the nearest "

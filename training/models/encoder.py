@@ -88,7 +88,9 @@ class EncoderConfig:
     # 0 iterations: the encoder alone. The nearest of the latents (the encoder's and each correction's) to the
     # sample is kept, by the spectral distance at the encoder's own STFT (`frame_distance`, one more generator
     # run): corrections past the trained ones wander as often as they improve, and one can make a clip worse.
-    iterations: int = 6
+    # Four, not six: with the proposals below, the fifth and sixth moved no held-out piano or drum clip's count
+    # and cost a quarter of an inversion's time (benchmarks/results/inversion.json `corrections`).
+    iterations: int = 4
     trained_iterations: int = 3
     iteration_steps: int = 1500
     # Latents the encoder proposes for each sample (multiple choice learning, Guzman-Rivera et al. 2012): each
