@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocoder-checkpoint", default="latest", metavar="latest|PATH", help="which checkpoint of the vocoder run (default: latest)")
     p.add_argument(
         "--encoder", action="store_true",
-        help="also train an encoder (audio -> latent) for `ganstream invert` and /ganstream/invert, and ship it in the bundle (waveform GANs; about twenty-five CPU-minutes)",
+        help="also train an encoder (audio -> latent) for `ganstream invert` and /ganstream/invert, and ship it in the bundle (waveform GANs; about half a CPU-hour)",
     )
     p.add_argument("--encoder-steps", type=int, default=None, metavar="N",
                    help="the encoder's training steps on generated audio (default 1000); twice as many follow on the run's real clips, "
