@@ -109,9 +109,9 @@ def measure(set_name: str, args: argparse.Namespace) -> dict[str, Any]:
         t_encoder = time.perf_counter() - t
         first_d = None
         if inv.proposals > 1:  # the ablation: the encoder's first proposal corrected, as if it proposed no other
-            inv.proposals = 1
+            proposals, inv.proposals = inv.proposals, 1
             first = inv.encode(x)
-            inv.proposals = int(bundle.encoder.outputs[-1].shape[1])
+            inv.proposals = proposals
             first_d = float(inv.distance(x, first[None])[0])
         t = time.perf_counter()
         _, rand_d = inv.random_search(x, args.random, seed=k)

@@ -800,8 +800,7 @@ def _check_encoder(enc: Graph, model: Model, f: _Fields, condition: Condition | 
         f.fail("encoder.inputs[0].shape", f"is {json_brief(list(enc.inputs[0].shape))} but must be {json_brief([BATCH, model.segment])}: "
                                           "a segment of audio, of `model.segment` samples")
     want = ENCODER_OUTPUTS[: 2 if condition is not None else 1]
-    proposals = encoder_version(enc) == PROPOSALS_VERSION
-    if proposals:
+    if encoder_version(enc) == PROPOSALS_VERSION:
         want += (ENCODER_PROPOSALS,)
         shape = list(enc.outputs[-1].shape)
         if len(shape) != 3 or shape[0] != BATCH or not _is_int(shape[1]) or shape[1] < 2 or shape[2] != model.latent.size:

@@ -243,7 +243,7 @@ class Inverter:
 
     @staticmethod
     def _rows(latents: np.ndarray, condition: np.ndarray | None) -> np.ndarray:
-        """(M, D) latents [and the (C,) condition] -> (M, D [+ C]) generator rows."""
+        """(M, D) latents [and the (C,) condition, which may be empty] -> (M, D [+ C]) generator rows."""
         return latents if condition is None else np.concatenate([latents, np.broadcast_to(condition, (len(latents), len(condition)))], axis=1)
 
     def distance(self, audio: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -289,7 +289,7 @@ class Inverter:
         fixed = best[self.latent_size :]
         for _ in range(int(steps)):
             latents = es.ask()  # (population + 1, D): the samples, then the mean
-            rows = np.concatenate([latents, np.broadcast_to(fixed, (latents.shape[0], fixed.shape[0]))], axis=1).astype(np.float32)
+            rows = self._rows(latents, fixed).astype(np.float32)
             d = self.distance(x, rows)
             es.tell(d[:-1])
             i = int(np.argmin(d))

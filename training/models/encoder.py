@@ -257,8 +257,8 @@ class IterativeEncoder(nn.Module):
             return proposals[:, 0]
         flat = proposals.reshape(b * m, d)
         rows = generator_rows(flat, None if condition is None else condition.repeat_interleave(m, dim=0))
-        heard = self.generator(rows).reshape(b * m, -1)
-        _, distance = self.step(audio.repeat_interleave(m, dim=0), heard, flat)
+        heard = self.encoder.magnitude(self.generator(rows).reshape(b * m, -1))  # the distance alone: no correction is needed
+        distance = frame_distance(self.encoder.magnitude(audio).repeat_interleave(m, dim=0), heard)
         return proposals[torch.arange(b), distance.reshape(b, m).argmin(dim=1)]
 
     def run(self, audio: Tensor, z: Tensor, condition: Tensor | None, iterations: int, measure: bool = False) -> tuple[list[Tensor], list[Tensor]]:
