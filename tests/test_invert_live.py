@@ -560,15 +560,16 @@ def test_play_on_jack_inverts_a_file_and_plays_its_latent_without_a_gap(jack_ser
           f"{1000 * (replied - sent) / RATE:.0f} ms of audio after it was sent")
 
     y = rec.buf[:end]
-    before = y[first + RATE // 4 : sent]  # the fade-in left out
-    after = y[replied + RATE // 2 : end]  # the step's crossfade and glide left out
-    scores = {(part, z): best_correlation(x, latent) for part, x in (("before", before), ("after", after))
-              for z, latent in (("A", a), ("B", b))}
-    print("best correlations:", {f"{p} with {z}": round(v, 4) for (p, z), v in scores.items()})
-    assert scores["before", "A"] > 0.95 and scores["before", "B"] < 0.75, scores
-    assert scores["after", "B"] > 0.95 and scores["after", "A"] < 0.75, scores
-    # The audio never stopped: from the first sound to the end no run of silence longer than 2 ms.
-    assert longest_silence(y[first:end]) < RATE // 500, longest_silence(y[first:end])
+    with rec.judging(first, end):
+        before = y[first + RATE // 4 : sent]  # the fade-in left out
+        after = y[replied + RATE // 2 : end]  # the step's crossfade and glide left out
+        scores = {(part, z): best_correlation(x, latent) for part, x in (("before", before), ("after", after))
+                  for z, latent in (("A", a), ("B", b))}
+        print("best correlations:", {f"{p} with {z}": round(v, 4) for (p, z), v in scores.items()})
+        assert scores["before", "A"] > 0.95 and scores["before", "B"] < 0.75, scores
+        assert scores["after", "B"] > 0.95 and scores["after", "A"] < 0.75, scores
+        # The audio never stopped: from the first sound to the end no run of silence longer than 2 ms.
+        assert longest_silence(y[first:end]) < RATE // 500, longest_silence(y[first:end])
 
 
 @pytest.mark.timeout(90)
@@ -626,12 +627,13 @@ def test_play_on_jack_inverts_what_its_input_hears(jack_server, tmp_path):
     assert message.startswith("cut to 0.26 s from its onset"), message
     print(f"\ninput inverted in {1000 * seconds:.1f} ms after the recording, distance {distance:.3f}: {message}")
     y = rec.buf[:end]
-    before = y[first + RATE // 4 : first + RATE // 2]
-    after = y[replied + RATE // 2 : end]
-    assert abs(cents(period_hz(before, RATE), midi_hz(60))) < 10.0, note_of(period_hz(before, RATE))
-    error = cents(period_hz(after, RATE), midi_hz(note))
-    assert abs(error) < 10.0, note_of(period_hz(after, RATE))
-    assert longest_silence(y[first:end]) < RATE // 500, longest_silence(y[first:end])
+    with rec.judging(first, end):
+        before = y[first + RATE // 4 : first + RATE // 2]
+        after = y[replied + RATE // 2 : end]
+        assert abs(cents(period_hz(before, RATE), midi_hz(60))) < 10.0, note_of(period_hz(before, RATE))
+        error = cents(period_hz(after, RATE), midi_hz(note))
+        assert abs(error) < 10.0, note_of(period_hz(after, RATE))
+        assert longest_silence(y[first:end]) < RATE // 500, longest_silence(y[first:end])
 
 
 class Player:

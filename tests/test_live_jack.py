@@ -10,6 +10,8 @@ render` of the session's recorded control timeline, sample for sample.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import signal
@@ -50,7 +52,16 @@ def free_udp_port() -> int:
 
 
 class Recorder:
-    """A JACK client with one input port that records into a preallocated buffer."""
+    """A JACK client with one input port that records into a preallocated buffer.
+
+    The buffer is contiguous: a cycle the recorder was late for (a JACK xrun that names it) is not in it.
+    Such cycles are found by JACK's clock: `gaps` says where in the buffer the clock was not where the
+    last cycle left it, and `missed` how many frames it lost in all, so that a failed check on what it recorded can tell the recorder's loss from the engine's
+    (`judging`). CI on two busy cores once saw a measured voice 262 frames short, a 256-frame cycle
+    missing. To make such losses rare, while it records this process's garbage collector is paused (its
+    heap frozen: a full collection of the suite's heap holds the GIL for long) and the GIL changes hands
+    every 0.5 ms, not 5 (a cycle is 5.3 ms).
+    """
 
     def __init__(self, server: str, seconds: float):
         self.client = jack.Client("ganstream-test-recorder", servername=server, no_start_server=True)
@@ -58,11 +69,25 @@ class Recorder:
         self.buf = np.zeros(round(seconds * RATE), dtype=np.float32)
         self.n = 0
         self.xruns = 0
+        self.missed = 0
+        self.gaps: list[tuple[int, int]] = []  # (buffer position, JACK's clock less the expected there)
+        self._next: int | None = None  # the frame time of the cycle expected next
+        self._interpreter = gc.isenabled(), sys.getswitchinterval()
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        sys.setswitchinterval(0.0005)
         self.client.set_process_callback(self._process)
         self.client.set_xrun_callback(self._xrun)
         self.client.activate()
 
     def _process(self, frames: int) -> None:
+        now = self.client.last_frame_time
+        if self._next is not None and now != self._next:
+            lost = (now - self._next + 2**31) % 2**32 - 2**31  # a late client's callbacks may see the clock go back
+            self.missed += lost
+            self.gaps.append((self.n, lost))
+        self._next = (now + frames) % 2**32
         n = self.n
         if n + frames <= len(self.buf):
             self.buf[n : n + frames] = self.port.get_array()
@@ -70,6 +95,21 @@ class Recorder:
 
     def _xrun(self, delay: float) -> None:
         self.xruns += 1
+
+    @contextlib.contextmanager
+    def judging(self, a: int = 0, b: int | None = None):
+        """Checks on the recording between buffer positions a and b: a failed one is an xfail, not a failure,
+        when the recorder itself missed cycles there, since then the recording cannot judge the engine."""
+        try:
+            yield
+        except AssertionError as e:
+            b = self.n if b is None else b
+            late = [(at, lost) for at, lost in self.gaps if a <= at <= b]
+            if late:
+                pytest.xfail(f"the test's JACK recorder was late {len(late)} times in what it checks (buffer position, "
+                             f"frames of JACK's clock lost: {late[:8]}), so the recording cannot judge the engine; "
+                             f"the check said: {e}")
+            raise
 
     def engine_ports(self) -> list:
         mine = self.client.name
@@ -81,6 +121,11 @@ class Recorder:
     def close(self) -> None:
         self.client.deactivate()
         self.client.close()
+        enabled, interval = self._interpreter
+        sys.setswitchinterval(interval)
+        gc.unfreeze()
+        if enabled:
+            gc.enable()
 
 
 def ordinary_priority() -> None:
@@ -242,7 +287,7 @@ def test_engine_plays_through_jack_under_control_traffic(jack_server, tmp_path):
     jumps = sum(1 for a, b in zip(matched, matched[1:]) if b != a + 1)
     assert len(matched) * period >= 20 * RATE, (len(matched), unmatched)
     assert unmatched <= max(3, 0.01 * len(matched)), (unmatched, len(matched), rec.xruns)
-    assert jumps <= rec.xruns + 2, (jumps, rec.xruns)  # only where JACK itself reported an xrun
+    assert jumps <= rec.xruns + 2, (jumps, rec.xruns, rec.gaps)  # only where JACK itself reported an xrun
     live = np.concatenate([ref[k * period : (k + 1) * period] for k in matched])  # == the recorded blocks
 
     # Not silent, and it changes after the big control change (stamped in the timeline).
