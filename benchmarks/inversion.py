@@ -59,6 +59,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--train-clips", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0, help="the export's seed, the encoder's among them: how much the counts owe to it")
     p.add_argument("--proposals", type=int, default=None, help="the export's --encoder-proposals (default: export's own)")
+    p.add_argument("--corrections", type=int, nargs="*", default=[], metavar="K",
+                   help="also measure the encoder column with K corrections in place of the bundle's count, each K (a host "
+                        "reading the same bundle with its manifest's count changed)")
     p.add_argument("--work", type=Path, default=Path("/tmp/ganstream-inversion"))
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--table", action="store_true", help="print the table of --out and stop")
@@ -107,6 +110,13 @@ def measure(set_name: str, args: argparse.Namespace) -> dict[str, Any]:
         t_encode = time.perf_counter() - t
         enc_d = float(inv.distance(x, row[None])[0])
         t_encoder = time.perf_counter() - t
+        at = {}
+        for kk in args.corrections:  # the same bundle with another count of corrections
+            corrections, inv.corrections = inv.corrections, kk
+            t = time.perf_counter()
+            z = inv.encode(x)
+            at[kk] = (float(inv.distance(x, z[None])[0]), time.perf_counter() - t)
+            inv.corrections = corrections
         first_d = None
         if inv.proposals > 1:  # the ablation: the encoder's first proposal corrected, as if it proposed no other
             proposals, inv.proposals = inv.proposals, 1
@@ -125,10 +135,16 @@ def measure(set_name: str, args: argparse.Namespace) -> dict[str, Any]:
         t_adam = time.perf_counter() - t
         nearest = float(np.min(spectral_distance(x, train)))
         per_clip.append(dict(encoder=enc_d, first_proposal=first_d, random=rand_d, cma=cma_d, adam=adam_d, nearest_training=nearest,
-                             t_encode=t_encode, t_encoder=t_encoder, t_random=t_random, t_cma=t_cma, t_adam=t_adam))
+                             t_encode=t_encode, t_encoder=t_encoder, t_random=t_random, t_cma=t_cma, t_adam=t_adam,
+                             corrections={str(kk): dict(encoder=d, t_encode=t_k) for kk, (d, t_k) in at.items()}))
         print(f"{set_name} clip {k + 1}/{len(held)}: encoder {enc_d:.3f}, random {rand_d:.3f}, cma {cma_d:.3f}, adam {adam_d:.3f}, "
               f"nearest training {nearest:.3f}", flush=True)
-    arr = {key: np.array([c[key] for c in per_clip]) for key in per_clip[0]}
+    arr = {key: np.array([c[key] for c in per_clip]) for key in per_clip[0] if key != "corrections"}
+    scan = {}
+    for kk in map(str, args.corrections):
+        d = np.array([c["corrections"][kk]["encoder"] for c in per_clip])
+        scan[kk] = {"encoder_beats_random": float(np.mean(d < arr["random"])), "distance": float(d.mean()),
+                    "seconds_encoder_graph": float(np.median([c["corrections"][kk]["t_encode"] for c in per_clip]))}
     return {
         "set": set_name,
         "run": runs[set_name],
@@ -141,6 +157,9 @@ def measure(set_name: str, args: argparse.Namespace) -> dict[str, Any]:
         # The same encoder with its first proposal alone (then the corrections): what choosing among the proposals adds.
         "first_proposal_beats_random": float(np.mean(arr["first_proposal"] < arr["random"])) if inv.proposals > 1 else None,
         "first_proposal_distance": float(arr["first_proposal"].mean()) if inv.proposals > 1 else None,
+        "corrections": inv.corrections,
+        # The encoder column again with other counts of corrections (--corrections), the same proposals and refiner.
+        "corrections_scan": scan,
         "cma_beats_encoder": float(np.mean(arr["cma"] < arr["encoder"])),
         "adam_beats_encoder": float(np.mean(arr["adam"] < arr["encoder"])),
         "seconds": {
@@ -167,6 +186,9 @@ def table(doc: dict[str, Any]) -> str:
             f"{r['set']:<7} {d['encoder']:>8.3f} {d['random']:>12.3f} {d['cma']:>11.3f} {d['adam']:>9.3f} {d['nearest_training']:>14.3f} "
             f"{r['encoder_beats_random']:>10.0%} {refined:>11.0%} {1000 * s['encoder_graph']:>11.1f} {s['random']:>9.2f} {s['cma']:>6.2f} {s['adam']:>7.2f}"
         )
+        for k, c in r.get("corrections_scan", {}).items():
+            lines.append(f"  with {k} corrections: encoder {c['distance']:.3f}, nearer than random {c['encoder_beats_random']:.0%}, "
+                         f"{1000 * c['seconds_encoder_graph']:.1f} ms")
     return "\n".join(lines)
 
 
