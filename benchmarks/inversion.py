@@ -20,7 +20,9 @@ issue asks 80%), and where refinement is nearer still than the encoder. One thre
 
     python benchmarks/inversion.py --sets piano drums digits
 
-Rows go to benchmarks/results/inversion.json as each set finishes, with the command and commit.
+Rows go to benchmarks/results/inversion.json as each set finishes, with the command and commit. The
+full run shares the machine with its own searches (and whatever else runs); `--time-only` afterwards
+times the encoder column alone on the same bundles, for the time an inversion takes on a quiet machine.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=Path("/tmp/ganstream-inversion"))
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--table", action="store_true", help="print the table of --out and stop")
+    p.add_argument("--time-only", action="store_true",
+                   help="time the encoder column alone on the bundles already under --work, and add it to --out's rows as "
+                        "seconds.encoder_quiet: the full run's times share the machine with the searches it also runs")
     return p.parse_args()
 
 
@@ -175,6 +180,21 @@ def measure(set_name: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def time_encoder(set_name: str, args: argparse.Namespace) -> float:
+    """The median seconds of one inversion without refinement (the encoder column) over the held-out clips."""
+    from ganstream.realtime.bundle import load_bundle
+    from ganstream.realtime.inversion import Inverter
+
+    inv = Inverter(load_bundle(args.work / f"{set_name}.gsb"), provider="cpu", threads=1)
+    times = []
+    for k, raw in enumerate(clips_of(f"set:{set_name}/heldout", inv.segment, args.clips)):
+        x, _ = inv.prepare(raw, inv.sample_rate, f"held-out clip {k}")
+        t = time.perf_counter()
+        inv.encode(x)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
 def table(doc: dict[str, Any]) -> str:
     head = (f"{'set':<7} {'encoder':>8} {'random 1000':>12} {'enc+CMA-ES':>11} {'enc+Adam':>9} {'nearest train':>14} "
             f"{'enc<random':>11} {'refined<enc':>12} {'encoder ms':>11} {'random s':>9} {'CMA s':>6} {'Adam s':>7}")
@@ -186,6 +206,8 @@ def table(doc: dict[str, Any]) -> str:
             f"{r['set']:<7} {d['encoder']:>8.3f} {d['random']:>12.3f} {d['cma']:>11.3f} {d['adam']:>9.3f} {d['nearest_training']:>14.3f} "
             f"{r['encoder_beats_random']:>10.0%} {refined:>11.0%} {1000 * s['encoder_graph']:>11.1f} {s['random']:>9.2f} {s['cma']:>6.2f} {s['adam']:>7.2f}"
         )
+        if "encoder_quiet" in s:
+            lines.append(f"  encoder alone on a quiet machine (--time-only): {1000 * s['encoder_quiet']:.1f} ms")
         for k, c in r.get("corrections_scan", {}).items():
             lines.append(f"  with {k} corrections: encoder {c['distance']:.3f}, nearer than random {c['encoder_beats_random']:.0%}, "
                          f"{1000 * c['seconds_encoder_graph']:.1f} ms")
@@ -200,11 +222,17 @@ def main() -> int:
     pin_threads(1)
     args.work.mkdir(parents=True, exist_ok=True)
     doc = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    doc.update({"benchmark": "inversion", "command": " ".join(["python", "benchmarks/inversion.py", *sys.argv[1:]]),
-                "commit": git_commit(), "threads": 1})
+    command = " ".join(["python", "benchmarks/inversion.py", *sys.argv[1:]])
+    if args.time_only:
+        doc["time_only_command"] = command
+    else:
+        doc.update({"benchmark": "inversion", "command": command, "commit": git_commit(), "threads": 1})
     sets = {r["set"]: r for r in doc.get("sets", [])}
     for name in args.sets:
-        sets[name] = measure(name, args)
+        if args.time_only:
+            sets[name]["seconds"]["encoder_quiet"] = time_encoder(name, args)
+        else:
+            sets[name] = measure(name, args)
         doc["sets"] = [sets[k] for k in sorted(sets, key=list(RUNS).index)]
         doc["measured_utc"] = _utc_now()
         args.out.parent.mkdir(parents=True, exist_ok=True)
