@@ -72,11 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the encoder's training steps on generated audio (default 1000); twice as many follow on the run's real clips, "
                         "then one and a half times as many for its refiner")
     p.add_argument("--encoder-iterations", type=int, default=None, metavar="K",
-                   help="corrections the encoder's refiner makes, each running the generator once (default 4; it trains on the first 3); "
+                   help=f"corrections the encoder's refiner makes, each running the generator once (default {EncoderConfig.iterations}; it trains "
+                        f"with {EncoderConfig.trained_iterations}); "
                         "the nearest of the latents found is kept; 0: the encoder alone, faster but nearer less often")
     p.add_argument("--encoder-proposals", type=int, default=None, metavar="M",
                    help="latents the encoder proposes for a sample, which a host hears through the generator to start from the nearest "
-                        "(default 4); 1: one latent, a bundle that hosts older than format version 6 read")
+                        f"(default {EncoderConfig.hypotheses}); 1: one latent, a bundle that hosts older than format version 6 read")
     p.add_argument("--fused", action="store_true", help="spectral bundles: also write generator and vocoder as one graph (not faster; for hosts that run one graph)")
     return p
 

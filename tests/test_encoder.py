@@ -190,7 +190,7 @@ def test_export_with_encoder_writes_a_checked_graph(tiny_run, tmp_path):
     assert manifest["provenance"]["encoder"]["real"]["steps"] == 40  # the defaults' ratio: twice as many on real clips
     assert manifest["provenance"]["encoder"]["iterations"]["steps"] == 30  # and one and a half times as many for the refiner
     ref = manifest["refiner"]
-    assert ref["iterations"] == 4 and ref["graph"]["file"] == "refiner.onnx" and "refiner.onnx" in manifest["files"]
+    assert ref["iterations"] == EncoderConfig.iterations and ref["graph"]["file"] == "refiner.onnx" and "refiner.onnx" in manifest["files"]
     assert [t["name"] for t in ref["graph"]["inputs"]] == ["audio", "heard", "latent"]
     assert [t["name"] for t in ref["graph"]["outputs"]] == ["corrected", "distance"] and ref["graph"]["parity_max_abs_error"] <= 1e-4
     import onnx

@@ -291,7 +291,7 @@ def _train_refiner(
     objective: Callable[[Tensor, Tensor], Tensor], rng: torch.Generator, summary: dict[str, Any], log: Callable[[str], None],
 ) -> IterativeEncoder:
     """Phase 3: the refiner (models/encoder.py) on the real clips, the encoder frozen. Each step runs the
-    `trained_iterations` corrections from the encoder's latent (the graph runs `iterations`), one optimiser step each on the objective of what the
+    `trained_iterations` corrections from the encoder's latent (hosts run `iterations`, fewer or more), one optimiser step each on the objective of what the
     corrected latent generates (the latent carried on detached, as ReStyle trains), so each correction learns
     from where the previous ones leave a clip. What a correction's latent generates is scored, then heard
     by the next correction: the generator runs once per correction, as IterativeEncoder.run does."""
@@ -299,7 +299,7 @@ def _train_refiner(
         p.requires_grad_(False)
     refiner = Refiner(cfg, model_cfg.segment, model_cfg.latent_dim, model_cfg.latent_dist)
     model = IterativeEncoder(encoder, refiner, generator, cfg.iterations)
-    unrolled = min(cfg.iterations, cfg.trained_iterations)
+    unrolled = cfg.trained_iterations
     opt = torch.optim.Adam(refiner.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     first = last = None
     for step in range(cfg.iteration_steps):
