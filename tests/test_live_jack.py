@@ -11,7 +11,6 @@ render` of the session's recorded control timeline, sample for sample.
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import signal
@@ -52,49 +51,61 @@ def free_udp_port() -> int:
 
 
 class Recorder:
-    """A JACK client with one input port that records into a preallocated buffer.
+    """A JACK client with one input port that records into a preallocated buffer (`buf`, `n` frames so far).
 
-    The buffer is contiguous: a cycle the recorder was late for (a JACK xrun that names it) is not in it.
-    Such cycles are found by JACK's clock: `gaps` says where in the buffer the clock was not where the
-    last cycle left it, and `missed` how many frames it lost in all, so that a failed check on what it recorded can tell the recorder's loss from the engine's
-    (`judging`). CI on two busy cores once saw a measured voice 262 frames short, a 256-frame cycle
-    missing. To make such losses rare, while it records this process's garbage collector is paused (its
-    heap frozen: a full collection of the suite's heap holds the GIL for long) and the GIL changes hands
-    every 0.5 ms, not 5 (a cycle is 5.3 ms).
+    The recording client runs in a process of its own (tests/jack_recorder.py, writing into shared memory):
+    as a client of this process its callback needed this process's GIL, and in the full suite it was late
+    (a JACK xrun naming it) often enough to shorten a measured voice by whole cycles. `client` is a second
+    client of this process, with no callback, for listing and connecting ports.
+
+    The buffer is contiguous: a cycle the recorder was late for is not in it. Such cycles are found by
+    JACK's clock: `gaps` says where in the buffer the clock was not where the last cycle left it (buffer
+    position, frames), and `missed` how many frames it lost in all, so that a failed check on what it
+    recorded can tell the recorder's loss from the engine's (`judging`).
     """
 
+    SLOTS = 4096  # gaps kept
+
     def __init__(self, server: str, seconds: float):
-        self.client = jack.Client("ganstream-test-recorder", servername=server, no_start_server=True)
-        self.port = self.client.inports.register("in")
-        self.buf = np.zeros(round(seconds * RATE), dtype=np.float32)
-        self.n = 0
-        self.xruns = 0
-        self.missed = 0
-        self.gaps: list[tuple[int, int]] = []  # (buffer position, JACK's clock less the expected there)
-        self._next: int | None = None  # the frame time of the cycle expected next
-        self._interpreter = gc.isenabled(), sys.getswitchinterval()
-        gc.collect()
-        gc.freeze()
-        gc.disable()
-        sys.setswitchinterval(0.0005)
-        self.client.set_process_callback(self._process)
-        self.client.set_xrun_callback(self._xrun)
-        self.client.activate()
+        from multiprocessing import shared_memory
 
-    def _process(self, frames: int) -> None:
-        now = self.client.last_frame_time
-        if self._next is not None and now != self._next:
-            lost = (now - self._next + 2**31) % 2**32 - 2**31  # a late client's callbacks may see the clock go back
-            self.missed += lost
-            self.gaps.append((self.n, lost))
-        self._next = (now + frames) % 2**32
-        n = self.n
-        if n + frames <= len(self.buf):
-            self.buf[n : n + frames] = self.port.get_array()
-            self.n = n + frames
+        frames = round(seconds * RATE)
+        self._shm = shared_memory.SharedMemory(create=True, size=8 * (4 + 2 * self.SLOTS) + 4 * frames)
+        self._head = np.ndarray(4 + 2 * self.SLOTS, np.int64, self._shm.buf)
+        self._head[:] = 0
+        self.buf = np.ndarray(frames, np.float32, self._shm.buf, offset=self._head.nbytes)
+        self.buf[:] = 0.0
+        name = f"ganstream-test-recorder-{os.getpid()}"
+        self._proc = subprocess.Popen(
+            [sys.executable, str(HERE / "jack_recorder.py"), server, name, self._shm.name, str(frames), str(self.SLOTS)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        line = self._proc.stdout.readline()
+        if line.strip() != "ready":
+            self._proc.kill()
+            raise RuntimeError(f"the JACK recorder did not start: {line}{self._proc.stdout.read()}")
+        self.port = f"{name}:in"
+        self.client = jack.Client(f"ganstream-test-control-{os.getpid()}", servername=server, no_start_server=True)
+        self._closed: tuple[int, int, int, list[tuple[int, int]]] | None = None
 
-    def _xrun(self, delay: float) -> None:
-        self.xruns += 1
+    @property
+    def n(self) -> int:
+        return int(self._head[0]) if self._closed is None else self._closed[0]
+
+    @property
+    def missed(self) -> int:
+        return int(self._head[1]) if self._closed is None else self._closed[1]
+
+    @property
+    def xruns(self) -> int:
+        return int(self._head[2]) if self._closed is None else self._closed[2]
+
+    @property
+    def gaps(self) -> list[tuple[int, int]]:
+        if self._closed is not None:
+            return self._closed[3]
+        g = min(int(self._head[3]), self.SLOTS)
+        return [(int(self._head[4 + 2 * i]), int(self._head[5 + 2 * i])) for i in range(g)]
 
     @contextlib.contextmanager
     def judging(self, a: int = 0, b: int | None = None):
@@ -112,20 +123,31 @@ class Recorder:
             raise
 
     def engine_ports(self) -> list:
-        mine = self.client.name
+        mine = (self.client.name + ":", self.port.split(":")[0] + ":")
         return [
             p for p in self.client.get_ports(is_audio=True, is_output=True)
-            if not p.name.startswith(("system:", mine + ":"))
+            if not p.name.startswith(("system:", *mine))
         ]
 
     def close(self) -> None:
-        self.client.deactivate()
+        """Stop the recording process; `buf` and the counts stay readable."""
+        if self._closed is not None:
+            return
+        self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
         self.client.close()
-        enabled, interval = self._interpreter
-        sys.setswitchinterval(interval)
-        gc.unfreeze()
-        if enabled:
-            gc.enable()
+        self._closed = (self.n, self.missed, self.xruns, self.gaps)
+        self.buf = self.buf.copy()
+        del self._head
+        try:
+            self._shm.close()
+        except BufferError:  # a caller still holds a view of the live buffer: freed with it
+            pass
+        self._shm.unlink()
 
 
 def ordinary_priority() -> None:
