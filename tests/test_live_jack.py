@@ -31,6 +31,7 @@ from ganstream.realtime.events import LatentChange
 from ganstream.realtime.midi_map import load_midi_map
 
 jack = pytest.importorskip("jack", reason="JACK-Client is not installed (pip install JACK-Client; the test extra has it)")
+from jack_recorder import HEADER  # noqa: E402  (it needs jack)
 
 HERE = Path(__file__).parent
 MODEL_RATE = 16000
@@ -70,8 +71,8 @@ class Recorder:
         from multiprocessing import shared_memory
 
         frames = round(seconds * RATE)
-        self._shm = shared_memory.SharedMemory(create=True, size=8 * (4 + 2 * self.SLOTS) + 4 * frames)
-        self._head = np.ndarray(4 + 2 * self.SLOTS, np.int64, self._shm.buf)
+        self._shm = shared_memory.SharedMemory(create=True, size=8 * (HEADER + 2 * self.SLOTS) + 4 * frames)
+        self._head = np.ndarray(HEADER + 2 * self.SLOTS, np.int64, self._shm.buf)
         self._head[:] = 0
         self.buf = np.ndarray(frames, np.float32, self._shm.buf, offset=self._head.nbytes)
         self.buf[:] = 0.0
@@ -86,26 +87,16 @@ class Recorder:
             raise RuntimeError(f"the JACK recorder did not start: {line}{self._proc.stdout.read()}")
         self.port = f"{name}:in"
         self.client = jack.Client(f"ganstream-test-control-{os.getpid()}", servername=server, no_start_server=True)
-        self._closed: tuple[int, int, int, list[tuple[int, int]]] | None = None
 
-    @property
-    def n(self) -> int:
-        return int(self._head[0]) if self._closed is None else self._closed[0]
-
-    @property
-    def missed(self) -> int:
-        return int(self._head[1]) if self._closed is None else self._closed[1]
-
-    @property
-    def xruns(self) -> int:
-        return int(self._head[2]) if self._closed is None else self._closed[2]
+    # The header, live from shared memory while recording, this process's copy after `close`.
+    n = property(lambda self: int(self._head[0]))
+    missed = property(lambda self: int(self._head[1]))
+    xruns = property(lambda self: int(self._head[2]))
 
     @property
     def gaps(self) -> list[tuple[int, int]]:
-        if self._closed is not None:
-            return self._closed[3]
-        g = min(int(self._head[3]), self.SLOTS)
-        return [(int(self._head[4 + 2 * i]), int(self._head[5 + 2 * i])) for i in range(g)]
+        pairs = self._head[HEADER : HEADER + 2 * min(int(self._head[3]), self.SLOTS)].reshape(-1, 2)
+        return [(int(at), int(lost)) for at, lost in pairs]
 
     @contextlib.contextmanager
     def judging(self, a: int = 0, b: int | None = None):
@@ -131,7 +122,7 @@ class Recorder:
 
     def close(self) -> None:
         """Stop the recording process; `buf` and the counts stay readable."""
-        if self._closed is not None:
+        if self._proc.stdin.closed:
             return
         self._proc.stdin.close()
         try:
@@ -140,9 +131,7 @@ class Recorder:
             self._proc.kill()
             self._proc.wait()
         self.client.close()
-        self._closed = (self.n, self.missed, self.xruns, self.gaps)
-        self.buf = self.buf.copy()
-        del self._head
+        self._head, self.buf = self._head.copy(), self.buf.copy()
         try:
             self._shm.close()
         except BufferError:  # a caller still holds a view of the live buffer: freed with it
