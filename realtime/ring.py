@@ -23,7 +23,7 @@ class Ring:
         self._written = 0  # total samples ever written; only the producer changes it
         self._read = 0  # total samples ever read; only the consumer changes it
         # Row k holds a k-sample ramp from 1 down to 0, so any fade length needs no allocation.
-        self._fade_len = fade
+        self.fade = fade  # samples of the underrun fade-out (and of the fade-in after it)
         self._ramps = np.zeros((fade + 1, fade), dtype=np.float32)
         for k in range(1, fade + 1):
             self._ramps[k, :k] = np.linspace(1.0, 0.0, k + 1, dtype=np.float32)[1:]
@@ -75,13 +75,13 @@ class Ring:
         self._read += n
         if self._silent and n:
             # Coming back from an underrun: fade in rather than jump from silence.
-            k = min(n, self._fade_len)
+            k = min(n, self.fade)
             out[:k] *= self._fade_in[:k]
             self._silent = False
         if n < want:
             self.underruns += 1
             self.last_underrun = self._read  # stream position of the under-read (for diagnostics)
-            k = min(n, self._fade_len)
+            k = min(n, self.fade)
             if k:
                 out[n - k : n] *= self._ramps[k, :k]
             out[n:] = 0.0

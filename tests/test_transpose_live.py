@@ -23,7 +23,7 @@ import pytest
 import soundfile as sf
 from bundle_factory import make_bundle, read_manifest, rehash, write_manifest
 from jack_fixtures import RATE, connect_recorder, open_engine_midi, release_midi_test
-from test_engine import play
+from test_engine import assert_live_equals_render, play
 from test_transpose import cents, fft_peak_hz, voices
 
 from ganstream.core.pitch import estimate_pitch
@@ -255,7 +255,7 @@ def test_live_output_with_transposed_notes_equals_the_render_of_its_timeline(bun
     played = [e.event.note for e in timeline.events if isinstance(e.event, NoteOn)]
     assert played == notes
     offline = render_timeline(generator, space, Timeline.from_dict(json.loads(json.dumps(timeline.to_dict()))), n)
-    np.testing.assert_array_equal(out.captured[:n], offline)
+    assert_live_equals_render(out, offline)
     assert np.abs(offline).max() > 0.05
     assert engine.chain.stream.regenerations > 0  # the knob moves reached transposed voices
 
@@ -267,7 +267,7 @@ def test_live_output_with_transposed_notes_equals_the_render_of_its_timeline(bun
     assert options[options.index("--root-note") + 1] == "45.0" and "exp:2.0" in options
     args = [str(bundle_dir), "-o", str(wav), "--seconds", repr(n / engine.settings.sample_rate), "--subtype", "float", "--provider", "cpu"]
     assert render_main([*args, "--resample-quality", "live", "--automation", str(auto), *options]) == 0
-    np.testing.assert_array_equal(sf.read(wav, dtype="float32")[0], out.captured[:n])
+    np.testing.assert_array_equal(sf.read(wav, dtype="float32")[0], offline)
 
 
 # -- export's root note ------------------------------------------------------------------------------------
