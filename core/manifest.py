@@ -79,6 +79,8 @@ ENCODER_PROPOSALS = "proposals"
 # `refiner` (optional, beside `encoder`, version-free for the same reason): one correction of the encoder's latent,
 # {"graph": ..., "iterations": K}. A host runs it K times, the bundle's generator between (realtime/inversion.py),
 # and keeps the latent whose audio was nearest the sample by the graph's own distance output.
+# A host repeats its one sample on every row of "audio", and a graph may read the first row alone (ganstream's own
+# do, so the sample's STFT is taken once a call): either graph gives the same answer for what every host feeds it.
 REFINER_INPUTS = (ENCODER_INPUT, "heard", "latent")  # the sample, what the generator makes of the latent (batch, segment) each; (batch, D)
 REFINER_OUTPUTS = ("corrected", "distance")  # (batch, D) the corrected latent; (batch,) how far `heard` is from the sample
 # model.kind -> (graph roles it may have, roles it must have)

@@ -28,7 +28,7 @@ from ganstream.core.manifest import (
 from ganstream.training.data.dataset import load_dataset
 from ganstream.training.encoder_train import train_encoder
 from ganstream.training.models import condition_size, sample_latents
-from ganstream.training.models.encoder import Encoder, EncoderConfig, IterativeEncoder, generator_rows
+from ganstream.training.models.encoder import Encoder, EncoderConfig, IterativeEncoder, RefinerStep, generator_rows
 
 from .onnx import DEFAULT_OPSET, PARITY_ITEMS, TensorSpec, export_graph
 
@@ -100,10 +100,23 @@ def write_graphs(model: nn.Module, generator: nn.Module, cfg: Any, tmp: Path, ou
         heard = generator(generator_rows(z, estimate)).reshape(PARITY_ITEMS, -1)
     specs = [TensorSpec(name, ("batch", n)) for name in REFINER_INPUTS[:2]] + [TensorSpec(REFINER_INPUTS[2], ("batch", d))]
     entry = export_graph(
-        model.step, (audio[:2], heard[:2], z[:2]), specs, [TensorSpec(REFINER_OUTPUTS[0], ("batch", d)), TensorSpec(REFINER_OUTPUTS[1], ("batch",))],
+        _RefinerGraph(model.step), (audio[:2], heard[:2], z[:2]), specs, [TensorSpec(REFINER_OUTPUTS[0], ("batch", d)), TensorSpec(REFINER_OUTPUTS[1], ("batch",))],
         tmp / REFINER_FILE, opset=opset, fp16=fp16, parity_inputs=(audio, heard, z), label=str(out / REFINER_FILE),
     )
     return graph, Refinement(Graph.from_json(entry, str(out / "manifest.json"), "refiner.graph"), model.iterations)
+
+
+class _RefinerGraph(nn.Module):
+    """What the refiner graph computes: `RefinerStep` on the first row of `audio` for every row. A host repeats
+    its one sample on every row (core/manifest.py REFINER_INPUTS), so the graph takes that sample's STFT once
+    instead of once a row: the first call, on all M proposals, costs M + 1 STFTs, not 2M."""
+
+    def __init__(self, step: RefinerStep):
+        super().__init__()
+        self.step = step
+
+    def forward(self, audio: torch.Tensor, heard: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.step(audio[:1], heard, z)
 
 
 class _EncoderGraph(nn.Module):

@@ -215,6 +215,15 @@ def test_export_with_encoder_writes_a_checked_graph(tiny_run, tmp_path):
     assert z.shape == (2, bundle.latent_size) and np.all(np.abs(z) <= 1.0)
     assert proposals.shape == (2, TINY_PROPOSALS, bundle.latent_size) and np.array_equal(proposals[:, 0], z)
     assert not np.allclose(proposals[:, 0], proposals[:, 1], atol=1e-3)  # the proposals differ
+    # The refiner reads its sample from the first row, which a host repeats on every row: one STFT of it a call.
+    refiner = ort.InferenceSession(str(out / "refiner.onnx"), providers=["CPUExecutionProvider"])
+    heard = np.stack([audio[0], audio[1]])
+    repeated = refiner.run(None, {"audio": np.repeat(audio[:1], 2, axis=0), "heard": heard, "latent": z})
+    first_only = refiner.run(None, {"audio": np.stack([audio[0], np.zeros_like(audio[0])]), "heard": heard, "latent": z})
+    for a, b in zip(repeated, first_only):
+        np.testing.assert_array_equal(a, b)
+    distance = repeated[1]
+    assert distance.shape == (2,) and distance[0] < 1e-3 < distance[1]  # row 0 heard the sample itself
 
 
 def test_export_encoder_option_errors(tiny_run, tmp_path, capsys):

@@ -219,18 +219,22 @@ UNIFORM_EDGE = 0.999  # a uniform latent's refinement starts from atanh of it, f
 
 
 class RefinerStep(nn.Module):
-    """One correction, as the bundle's refiner graph runs it: (B, segment) sample, (B, segment) what the generator
-    makes of the latent, (B, D) the latent -> ((B, D) the corrected latent, (B,) `frame_distance` of the second
-    audio to the first). The host runs the generator between steps (realtime/inversion.py), so the graph holds
-    the refiner and the encoder's STFT and statistics, not a copy of the generator."""
+    """One correction, as the bundle's refiner graph runs it: (B, segment) sample (or (1, segment), one sample for
+    every row), (B, segment) what the generator makes of the latent, (B, D) the latent -> ((B, D) the corrected
+    latent, (B,) `frame_distance` of the second audio to the first). The host runs the generator between steps
+    (realtime/inversion.py), so the graph holds the refiner and the encoder's STFT and statistics, not a copy of
+    the generator."""
 
     def __init__(self, encoder: Encoder, refiner: Refiner):
         super().__init__()
         self.encoder, self.refiner = encoder, refiner
 
     def forward(self, audio: Tensor, heard: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
-        target, got = self.encoder.magnitude(audio), self.encoder.magnitude(heard)
-        corrected = self.refiner(self.encoder.standardised(audio, target), self.encoder.standardised(heard, got), z)
+        got = self.encoder.magnitude(heard)
+        one = self.encoder.magnitude(audio)  # a single sample's STFT is taken once, whatever the rows
+        target = one.expand_as(got)
+        sample = self.encoder.standardised(audio, one).expand(got.shape[0], -1, -1)
+        corrected = self.refiner(sample, self.encoder.standardised(heard, got), z)
         return corrected, frame_distance(target, got)
 
 
