@@ -64,6 +64,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--corrections", type=int, nargs="*", default=[], metavar="K",
                    help="also measure the encoder column with K corrections in place of the bundle's count, each K (a host "
                         "reading the same bundle with its manifest's count changed)")
+    p.add_argument("--beam", type=int, default=None, metavar="B",
+                   help="the proposals the host corrects side by side, in place of the bundle's `refiner.beam` (a host reading the "
+                        "same bundle with its manifest's beam changed)")
     p.add_argument("--work", type=Path, default=Path("/tmp/ganstream-inversion"))
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--table", action="store_true", help="print the table of --out and stop")
@@ -104,6 +107,8 @@ def measure(set_name: str, args: argparse.Namespace) -> dict[str, Any]:
     path = bundle_for(set_name, runs[set_name], args.checkpoint, args.work, args.seed, args.proposals)
     bundle = load_bundle(path)
     inv = Inverter(bundle, provider="cpu", threads=1)
+    if args.beam is not None:
+        inv.beam = args.beam
     refiner = run_refiner(Path(runs[set_name]), args.checkpoint, bundle)
     held = clips_of(f"set:{set_name}/heldout", bundle.segment, args.clips)
     train = clips_of(f"set:{set_name}", bundle.segment, args.train_clips)
@@ -163,6 +168,7 @@ def measure(set_name: str, args: argparse.Namespace) -> dict[str, Any]:
         "first_proposal_beats_random": float(np.mean(arr["first_proposal"] < arr["random"])) if inv.proposals > 1 else None,
         "first_proposal_distance": float(arr["first_proposal"].mean()) if inv.proposals > 1 else None,
         "corrections": inv.corrections,
+        "beam": inv.beam,
         # The encoder column again with other counts of corrections (--corrections), the same proposals and refiner.
         "corrections_scan": scan,
         "cma_beats_encoder": float(np.mean(arr["cma"] < arr["encoder"])),
@@ -186,6 +192,8 @@ def time_encoder(set_name: str, args: argparse.Namespace) -> float:
     from ganstream.realtime.inversion import Inverter
 
     inv = Inverter(load_bundle(args.work / f"{set_name}.gsb"), provider="cpu", threads=1)
+    if args.beam is not None:
+        inv.beam = args.beam
     times = []
     for k, raw in enumerate(clips_of(f"set:{set_name}/heldout", inv.segment, args.clips)):
         x, _ = inv.prepare(raw, inv.sample_rate, f"held-out clip {k}")

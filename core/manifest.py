@@ -77,8 +77,10 @@ ENCODER_OUTPUTS = ("latent", CONDITION_INPUT)  # (batch, D), then for a conditio
 # proposals would refuse the graph's extra output, so an encoder with proposals says PROPOSALS_VERSION.
 ENCODER_PROPOSALS = "proposals"
 # `refiner` (optional, beside `encoder`, version-free for the same reason): one correction of the encoder's latent,
-# {"graph": ..., "iterations": K}. A host runs it K times, the bundle's generator between (realtime/inversion.py),
-# and keeps the latent whose audio was nearest the sample by the graph's own distance output.
+# {"graph": ..., "iterations": K[, "beam": B]}. A host runs it K times, the bundle's generator between
+# (realtime/inversion.py), on the B proposals the first call found nearest side by side (B 1 where absent, so a
+# host that does not know `beam` corrects the nearest alone, as before it), and keeps the latent whose audio was
+# nearest the sample by the graph's own distance output.
 # A host repeats its one sample on every row of "audio", and a graph may read the first row alone (ganstream's own
 # do, so the sample's STFT is taken once a call): either graph gives the same answer for what every host feeds it.
 REFINER_INPUTS = (ENCODER_INPUT, "heard", "latent")  # the sample, what the generator makes of the latent (batch, segment) each; (batch, D)
@@ -209,18 +211,22 @@ class Graph:
 
 @dataclass(frozen=True)
 class Refinement:
-    """`refiner`: the graph of one correction of the encoder's latent, and how many corrections a host runs."""
+    """`refiner`: the graph of one correction of the encoder's latent, how many corrections a host runs, and
+    how many of the nearest proposals it corrects side by side (`beam`, optional: 1 where absent)."""
 
     graph: Graph
     iterations: int
+    beam: int = 1
 
     @classmethod
     def from_json(cls, data: Any, file: str = MANIFEST, path: str = "refiner") -> Refinement:
         f = _section(data, file, path)
-        return cls(graph=Graph.from_json(f.get(data, "graph", path), file, f"{path}.graph"), iterations=f.integer(data, "iterations", path, minimum=1))
+        beam = f.integer(data, "beam", path, minimum=1) if "beam" in data else 1
+        return cls(graph=Graph.from_json(f.get(data, "graph", path), file, f"{path}.graph"),
+                   iterations=f.integer(data, "iterations", path, minimum=1), beam=beam)
 
     def to_json(self) -> dict[str, Any]:
-        return {"graph": self.graph.to_json(), "iterations": self.iterations}
+        return {"graph": self.graph.to_json(), "iterations": self.iterations, **({"beam": self.beam} if self.beam > 1 else {})}
 
 
 def _tensors(g: dict, key: str, prefix: str, f: _Fields) -> tuple[TensorSpec, ...]:

@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder-proposals", type=int, default=None, metavar="M",
                    help="latents the encoder proposes for a sample, which a host hears through the generator to start from the nearest "
                         f"(default {EncoderConfig.hypotheses}); 1: one latent, a bundle that hosts older than format version 6 read")
+    p.add_argument("--encoder-beam", type=int, default=None, metavar="B",
+                   help="proposals a host corrects side by side, the nearest B, each correction one generator call on B latents "
+                        f"(default {EncoderConfig.beam}); 1: the nearest alone")
     p.add_argument("--fused", action="store_true", help="spectral bundles: also write generator and vocoder as one graph (not faster; for hosts that run one graph)")
     return p
 
@@ -105,7 +108,7 @@ def _encoder_into(args: argparse.Namespace, argv: list[str], start: float) -> in
 
 def _encoder_option(args: argparse.Namespace) -> bool | EncoderConfig:
     given = {k: v for k, v in (("--encoder-steps", args.encoder_steps), ("--encoder-iterations", args.encoder_iterations),
-                               ("--encoder-proposals", args.encoder_proposals)) if v is not None}
+                               ("--encoder-proposals", args.encoder_proposals), ("--encoder-beam", args.encoder_beam)) if v is not None}
     if not args.encoder:
         if given:
             raise ExportError(f"{next(iter(given))} goes with --encoder")
@@ -115,8 +118,9 @@ def _encoder_option(args: argparse.Namespace) -> bool | EncoderConfig:
     for flag, value in given.items():
         if value < 0:
             raise ExportError(f"{flag}: 0 or more, not {value}")
-    if args.encoder_proposals == 0:
-        raise ExportError("--encoder-proposals: 1 or more, not 0")
+    for flag, value in (("--encoder-proposals", args.encoder_proposals), ("--encoder-beam", args.encoder_beam)):
+        if value == 0:
+            raise ExportError(f"{flag}: 1 or more, not 0")
     cfg = EncoderConfig(seed=args.seed)
     if args.encoder_steps is not None:
         n = args.encoder_steps
@@ -125,6 +129,8 @@ def _encoder_option(args: argparse.Namespace) -> bool | EncoderConfig:
         cfg = replace(cfg, iterations=args.encoder_iterations)
     if args.encoder_proposals is not None:
         cfg = replace(cfg, hypotheses=args.encoder_proposals)
+    if args.encoder_beam is not None:
+        cfg = replace(cfg, beam=args.encoder_beam)
     return cfg
 
 

@@ -68,7 +68,8 @@ def encoder_graph(
         + (f"; {enc_cfg.hypotheses} proposals per sample, the nearest taken" if enc_cfg.hypotheses > 1 else ""))
     if refinement is not None:
         say(f"refiner: {refinement.graph.precision}, parity max abs error {refinement.graph.parity_max_abs_error:.3g}, "
-            f"{refinement.iterations} corrections, each running the bundle's generator once")
+            f"{refinement.iterations} corrections, each running the bundle's generator once"
+            + (f", from the {refinement.beam} nearest proposals side by side" if refinement.beam > 1 else ""))
     summary["config"] = asdict(enc_cfg)
     return graph, refinement, summary
 
@@ -103,7 +104,7 @@ def write_graphs(model: nn.Module, generator: nn.Module, cfg: Any, tmp: Path, ou
         _RefinerGraph(model.step), (audio[:2], heard[:2], z[:2]), specs, [TensorSpec(REFINER_OUTPUTS[0], ("batch", d)), TensorSpec(REFINER_OUTPUTS[1], ("batch",))],
         tmp / REFINER_FILE, opset=opset, fp16=fp16, parity_inputs=(audio, heard, z), label=str(out / REFINER_FILE),
     )
-    return graph, Refinement(Graph.from_json(entry, str(out / "manifest.json"), "refiner.graph"), model.iterations)
+    return graph, Refinement(Graph.from_json(entry, str(out / "manifest.json"), "refiner.graph"), model.iterations, model.beam)
 
 
 class _RefinerGraph(nn.Module):

@@ -11,8 +11,9 @@ lower is nearer) between the sample and what the bundle's generator makes of a l
    (batch, D) [, condition (batch, C)] [, proposals (batch, M, D)]) guesses at once; where it proposes
    M latents, the generator hears all M in one call and the nearest is taken; where the bundle has a
    refiner (manifest `refiner`: one correction, (sample, what the generator makes of the latent, the
-   latent) -> (corrected latent, distance)), its `iterations` corrections follow from there, the
-   bundle's generator run between them, and the latent whose audio the refiner found nearest is kept (the torch twin is
+   latent) -> (corrected latent, distance)), its `iterations` corrections follow from there (from the
+   `beam` nearest proposals side by side, in one call each), the bundle's generator run between them, and
+   the latent whose audio the refiner found nearest is kept (the torch twin is
    training/models/encoder.py `IterativeEncoder`); the latent is clipped to the bundle's range
    (`LATENT_BOUNDS`), a conditioned bundle's pitch rounded into `condition.pitch_range` and its
    velocity into [0, 1];
@@ -131,6 +132,7 @@ class Inverter:
         self.proposals = spec.outputs[-1].shape[1] if self._outputs[-1] == ENCODER_PROPOSALS else 1
         self._refiner = open_graph(bundle.refiner, provider, threads)[0] if bundle.refiner is not None else None
         self.corrections = bundle.spec.refiner.iterations if bundle.spec.refiner is not None else 0
+        self.beam = bundle.spec.refiner.beam if bundle.spec.refiner is not None else 1
         self.bundle = bundle
         self.generator = generator if generator is not None else Generator(bundle, provider, threads)
         self.sample_rate, self.segment, self.latent_size = bundle.sample_rate, bundle.segment, bundle.latent_size
@@ -226,19 +228,21 @@ class Inverter:
 
     def _corrected(self, x: np.ndarray, proposals: np.ndarray, condition: np.ndarray | None) -> np.ndarray:
         """The encoder's (M, D) proposals, heard through the generator (with the condition) and measured by the
-        refiner in one call each, then the refiner's corrections from the nearest -> the latent whose audio the
-        refiner's distance found nearest the sample, the proposals included."""
+        refiner in one call, then `corrections` more calls on the corrections of the `beam` nearest, side by
+        side (each call corrects every row it measures) -> the latent whose audio the refiner's distance found
+        nearest the sample, the proposals included."""
         (audio, heard_name, latent_name), dtypes = REFINER_INPUTS, [s.np_dtype for s in self.bundle.refiner.inputs]
         sample = x[None].astype(dtypes[0])
         best, best_d, z = proposals[0], math.inf, proposals
-        for _ in range(self.corrections + 1):
+        for k in range(self.corrections + 1):
             feeds = {audio: np.repeat(sample, len(z), axis=0), heard_name: self.generator.generate(self._rows(z, condition)).astype(dtypes[1]),
                      latent_name: z.astype(dtypes[2])}
             corrected, distance = self._refiner.run(None, feeds)
             i = int(np.argmin(distance))
             if float(distance[i]) < best_d:
                 best, best_d = z[i], float(distance[i])
-            z = np.nan_to_num(np.asarray(corrected[i : i + 1], np.float32))
+            keep = np.argsort(distance, kind="stable")[: self.beam] if k == 0 else slice(None)
+            z = np.nan_to_num(np.asarray(corrected[keep], np.float32))
         return best
 
     @staticmethod

@@ -237,6 +237,10 @@ def test_export_encoder_option_errors(tiny_run, tmp_path, capsys):
     assert "--encoder-iterations: 0 or more, not -2" in capsys.readouterr().err
     assert ganstream(["export", str(tiny_run), "-o", str(tmp_path / "p"), "--encoder", "--encoder-proposals", "0"]) == 2
     assert "--encoder-proposals: 1 or more, not 0" in capsys.readouterr().err
+    assert ganstream(["export", str(tiny_run), "-o", str(tmp_path / "q"), "--encoder", "--encoder-beam", "0"]) == 2
+    assert "--encoder-beam: 1 or more, not 0" in capsys.readouterr().err
+    assert ganstream(["export", str(tiny_run), "-o", str(tmp_path / "r"), "--encoder-beam", "2"]) == 2
+    assert "--encoder-beam goes with --encoder" in capsys.readouterr().err
 
 
 def test_encoder_into_an_exported_bundle_keeps_its_other_files(tiny_run, tmp_path, capsys):
@@ -430,7 +434,8 @@ def test_an_iterative_encoder_returns_the_nearest_of_its_latents():
         assert torch.equal(z[b], latents[int(picked[b])][b])
 
 
-def test_the_inverter_runs_the_bundles_refiner_as_the_torch_iterative_encoder_does(tiny_run, tmp_path):
+@pytest.mark.parametrize("beam", [1, 2])
+def test_the_inverter_runs_the_bundles_refiner_as_the_torch_iterative_encoder_does(tiny_run, tmp_path, beam):
     import shutil
 
     from ganstream.export.bundle import load_run_generator, write_bundle
@@ -447,7 +452,7 @@ def test_the_inverter_runs_the_bundles_refiner_as_the_torch_iterative_encoder_do
     with torch.no_grad():  # an untrained refiner would return its latent: walk it about instead
         refiner.head[-1].weight.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(4))
         refiner.head[-1].bias.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(104))
-    model = IterativeEncoder(enc, refiner, gen, 4).eval()
+    model = IterativeEncoder(enc, refiner, gen, 4, beam).eval()
     spec = load_bundle(plain).spec
     out = tmp_path / "b.gsb"
 
@@ -459,7 +464,8 @@ def test_the_inverter_runs_the_bundles_refiner_as_the_torch_iterative_encoder_do
 
     write_bundle(out, fill)
     inv = Inverter(load_bundle(out))
-    assert inv.corrections == 4 and inv.proposals == TINY_PROPOSALS
+    assert (inv.corrections, inv.beam, inv.proposals) == (4, beam, TINY_PROPOSALS)
+    assert json.loads((out / "manifest.json").read_text())["refiner"].get("beam", 1) == beam  # absent for one: as older bundles
     with torch.no_grad():
         audio = gen(sample_latents(m, 6, torch.Generator().manual_seed(5))).reshape(6, -1)
         want = model(audio).numpy()
@@ -467,3 +473,9 @@ def test_the_inverter_runs_the_bundles_refiner_as_the_torch_iterative_encoder_do
     got = np.stack([inv.encode(a) for a in audio.numpy()])
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert not np.allclose(got, alone, atol=1e-3)  # the corrections moved some latent
+    if beam > 1:  # a second start wins some clips: the beam is not the nearest proposal's corrections alone
+        inv.beam = model.beam = 1
+        with torch.no_grad():
+            np.testing.assert_allclose(np.stack([inv.encode(a) for a in audio.numpy()]), model(audio).numpy(), atol=1e-4)
+            one = model(audio).numpy()
+        assert not np.allclose(got, one, atol=1e-4)

@@ -216,6 +216,8 @@ def _with_refiner(m: dict) -> None:
 REFINER_BROKEN = [
     (lambda m: m.pop("encoder"), "refiner", r"is a correction of the encoder's latent, but the manifest has no `encoder`"),
     (lambda m: m["refiner"].update(iterations=0), "refiner.iterations", r"must be >= 1, got 0"),
+    (lambda m: m["refiner"].update(beam=0), "refiner.beam", r"must be >= 1, got 0"),
+    (lambda m: m["refiner"].update(beam="two"), "refiner.beam", r'must be an integer, got "two"'),
     (lambda m: m["refiner"].pop("graph"), "refiner.graph", r"missing required field `refiner.graph`"),
     (lambda m: m["refiner"]["graph"]["inputs"][1].update(name="fake"), "refiner.graph.inputs",
      r'must list \["audio", "heard", "latent"\], got \["audio", "fake", "latent"\]'),
@@ -230,7 +232,10 @@ REFINER_BROKEN = [
 def test_a_refiner_entry_round_trips(bundles):
     m = Manifest.from_json(_broken(bundles["exact"], _with_refiner), "x/manifest.json")
     assert m.refiner is not None and m.refiner.iterations == 8 and m.refiner.graph.file == "refiner.onnx"
+    assert m.refiner.beam == 1 and "beam" not in m.to_json()["refiner"]  # absent: the nearest proposal alone, as before beams
     assert Manifest.from_json(m.to_json()) == m
+    m = Manifest.from_json(_broken(bundles["exact"], lambda d: (_with_refiner(d), d["refiner"].update(beam=3))), "x/manifest.json")
+    assert m.refiner.beam == 3 and m.to_json()["refiner"]["beam"] == 3 and Manifest.from_json(m.to_json()) == m
 
 
 @pytest.mark.parametrize("change, field, match", REFINER_BROKEN, ids=[b[1] + str(i) for i, b in enumerate(REFINER_BROKEN)])

@@ -298,7 +298,7 @@ def _train_refiner(
     for p in encoder.parameters():
         p.requires_grad_(False)
     refiner = Refiner(cfg, model_cfg.segment, model_cfg.latent_dim, model_cfg.latent_dist)
-    model = IterativeEncoder(encoder, refiner, generator, cfg.iterations)
+    model = IterativeEncoder(encoder, refiner, generator, cfg.iterations, cfg.beam)
     unrolled = cfg.trained_iterations
     opt = torch.optim.Adam(refiner.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     first = last = None

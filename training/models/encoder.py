@@ -104,6 +104,10 @@ class EncoderConfig:
     # an inversion, over the 50 ms aim: hearing and measuring a proposal costs about what a correction does (inversion.json
     # `eight_proposals_two_corrections`).
     hypotheses: int = 4
+    # Proposals the host corrects side by side (the refiner's first call ranks all of them): the `beam` nearest,
+    # each correction one generator call on `beam` latents. The refiner's distance at the first call does not
+    # always rank first the proposal that corrects best, so a second start wins some clips the first loses.
+    beam: int = 1
     spread_weight: float = 0.05
     batch: int = 32
     spectral_batch: int = 8  # batch of the steps that run the generator
@@ -126,6 +130,8 @@ class EncoderConfig:
             raise ValueError(f"encoder: target_batch must be 1 or more and 0 < final_lr <= 1, got {self.target_batch}, {self.final_lr}")
         if not self.lr > 0:
             raise ValueError(f"encoder: lr must be > 0, got {self.lr}")
+        if self.beam < 1:
+            raise ValueError(f"encoder: beam must be 1 or more, got {self.beam}")
         if self.hypotheses < 1 or not 0 <= self.spread_weight <= 1:
             raise ValueError(f"encoder: hypotheses must be 1 or more and 0 <= spread_weight <= 1, got {self.hypotheses}, {self.spread_weight}")
 
@@ -241,34 +247,44 @@ class RefinerStep(nn.Module):
 class IterativeEncoder(nn.Module):
     """The encoder, then `iterations` refinements, each given what `generator` makes of the latent so far:
     (B, segment) audio -> what `Encoder` returns. The generator ((B, D [+ C]) -> audio) is frozen. The
-    latent returned is the nearest to the sample of the encoder's and every correction's (`frame_distance`). This is the torch twin of what a host does with a bundle's encoder and refiner
-    graphs (realtime/inversion.py `Inverter.encode`), which export splits so the bundle keeps one generator."""
+    corrections start from the `beam` proposals nearest the sample, side by side, and the latent returned is
+    the nearest to the sample of every one measured (`frame_distance`). This is the torch twin of what a host
+    does with a bundle's encoder and refiner graphs (realtime/inversion.py `Inverter.encode`), which export
+    splits so the bundle keeps one generator."""
 
-    def __init__(self, encoder: Encoder, refiner: Refiner, generator: nn.Module, iterations: int):
+    def __init__(self, encoder: Encoder, refiner: Refiner, generator: nn.Module, iterations: int, beam: int = 1):
         super().__init__()
-        self.encoder, self.refiner, self.generator, self.iterations = encoder, refiner, generator, iterations
+        self.encoder, self.refiner, self.generator, self.iterations, self.beam = encoder, refiner, generator, iterations, beam
         self.step = RefinerStep(encoder, refiner)
         self.cfg = encoder.cfg
 
     def forward(self, audio: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         proposals, c = self.encoder.propose(audio)
-        z = self.nearest(audio, proposals, c)
-        latents, distances = self.run(audio, z, c, self.iterations, measure=True)
-        best = torch.stack(distances, dim=1).argmin(dim=1)  # (B,)
-        z = torch.stack(latents, dim=1)[torch.arange(len(best)), best]
+        starts = self.nearest(audio, proposals, c, self.beam)  # (B, n, D)
+        b, n, d = starts.shape
+        rows_c = None if c is None else c.repeat_interleave(n, dim=0)
+        latents, distances = self.run(audio.repeat_interleave(n, dim=0), starts.reshape(b * n, d), rows_c, self.iterations, measure=True)
+        # (B, n * (iterations + 1)), start by start: every latent measured, the nearest kept.
+        table = torch.stack(distances, dim=1).reshape(b, -1)
+        every = torch.stack(latents, dim=1).reshape(b, -1, d)
+        best = table.argmin(dim=1)
+        z = every[torch.arange(b), best]
         return z if c is None else (z, c)
 
-    def nearest(self, audio: Tensor, proposals: Tensor, condition: Tensor | None) -> Tensor:
-        """(B, segment) audio, (B, M, D) proposals -> (B, D): the proposal whose audio is nearest the sample by
-        `frame_distance`, as the host picks it (the first call of the refiner, on all M at once)."""
+    def nearest(self, audio: Tensor, proposals: Tensor, condition: Tensor | None, k: int | None = None) -> Tensor:
+        """(B, segment) audio, (B, M, D) proposals -> the proposal whose audio is nearest the sample by
+        `frame_distance`, (B, D), as the host picks it (the first call of the refiner, on all M at once); with
+        `k`, the k nearest, nearest first, (B, min(k, M), D)."""
         b, m, d = proposals.shape
         if m == 1:
-            return proposals[:, 0]
+            return proposals[:, 0] if k is None else proposals
         flat = proposals.reshape(b * m, d)
         rows = generator_rows(flat, None if condition is None else condition.repeat_interleave(m, dim=0))
         heard = self.encoder.magnitude(self.generator(rows).reshape(b * m, -1))  # the distance alone: no correction is needed
-        distance = frame_distance(self.encoder.magnitude(audio).repeat_interleave(m, dim=0), heard)
-        return proposals[torch.arange(b), distance.reshape(b, m).argmin(dim=1)]
+        distance = frame_distance(self.encoder.magnitude(audio).repeat_interleave(m, dim=0), heard).reshape(b, m)
+        order = torch.sort(distance, dim=1, stable=True).indices[:, : 1 if k is None else k]
+        picked = proposals[torch.arange(b)[:, None], order]
+        return picked[:, 0] if k is None else picked
 
     def run(self, audio: Tensor, z: Tensor, condition: Tensor | None, iterations: int, measure: bool = False) -> tuple[list[Tensor], list[Tensor]]:
         """audio: (B, segment); z: (B, D) -> ([z, then the latent after each of `iterations` corrections],
