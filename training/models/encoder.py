@@ -89,9 +89,9 @@ class EncoderConfig:
     # 0 iterations: the encoder alone. The nearest of the latents (the encoder's and each correction's) to the
     # sample is kept, by the spectral distance at the encoder's own STFT (`frame_distance`, one more generator
     # run): corrections past the trained ones wander as often as they improve, and one can make a clip worse.
-    # Four, not six: with the proposals below, the fifth and sixth moved no held-out piano or drum clip's count
-    # and cost a quarter of an inversion's time (benchmarks/results/inversion.json `default`).
-    iterations: int = 4
+    # Two: with eight proposals and a beam of two (below), two corrections win every set's 80%; a third moved
+    # few clips (benchmarks/results/inversion.json `beam`), and each costs a generator call on the beam.
+    iterations: int = 2
     trained_iterations: int = 3
     iteration_steps: int = 1500
     # Latents the encoder proposes for each sample (multiple choice learning, Guzman-Rivera et al. 2012): each
@@ -99,15 +99,14 @@ class EncoderConfig:
     # where a sound is ambiguous (which octave, which kit piece, which voice) the proposals cover the readings
     # instead of averaging them into a latent that sounds like none. The host hears every proposal through the
     # bundle's generator, in one batched call, and corrects the nearest (the refiner's distance); 1: one
-    # latent, as before. Four, not eight: eight with two corrections (on runs retrained again) won piano 87%,
-    # drums 97% and speech 75% of held-out clips against the best of 1000 random latents, but took 48 to 58 ms
-    # an inversion, over the 50 ms aim: hearing and measuring a proposal costs about what a correction does (inversion.json
-    # `eight_proposals_two_corrections`).
-    hypotheses: int = 4
+    # latent, as before. Eight, not four: with four, speech stayed near 75%; eight lift it, and the first call
+    # measures all eight at once (one batched generator call and one refiner call that takes the sample's STFT once).
+    hypotheses: int = 8
     # Proposals the host corrects side by side (the refiner's first call ranks all of them): the `beam` nearest,
     # each correction one generator call on `beam` latents. The refiner's distance at the first call does not
-    # always rank first the proposal that corrects best, so a second start wins some clips the first loses.
-    beam: int = 1
+    # always rank first the proposal that corrects best, so a second start wins some clips the first loses:
+    # with eight proposals and two corrections, speech 75% -> 82%, piano 87% -> 90% (inversion.json `beam`).
+    beam: int = 2
     spread_weight: float = 0.05
     batch: int = 32
     spectral_batch: int = 8  # batch of the steps that run the generator
