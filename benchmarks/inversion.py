@@ -70,6 +70,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=Path("/tmp/ganstream-inversion"))
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--table", action="store_true", help="print the table of --out and stop")
+    p.add_argument("--threads", type=int, default=1,
+                   help="with --time-only: onnxruntime threads (default 1; `ganstream invert` uses every core), into "
+                        "seconds.encoder_quiet_N_threads for N > 1")
     p.add_argument("--time-only", action="store_true",
                    help="time the encoder column alone on the bundles already under --work, and add it to --out's rows as "
                         "seconds.encoder_quiet: the full run's times share the machine with the searches it also runs")
@@ -191,7 +194,7 @@ def time_encoder(set_name: str, args: argparse.Namespace) -> float:
     from ganstream.realtime.bundle import load_bundle
     from ganstream.realtime.inversion import Inverter
 
-    inv = Inverter(load_bundle(args.work / f"{set_name}.gsb"), provider="cpu", threads=1)
+    inv = Inverter(load_bundle(args.work / f"{set_name}.gsb"), provider="cpu", threads=args.threads)
     if args.beam is not None:
         inv.beam = args.beam
     times = []
@@ -216,6 +219,8 @@ def table(doc: dict[str, Any]) -> str:
         )
         if "encoder_quiet" in s:
             lines.append(f"  encoder alone on a quiet machine (--time-only): {1000 * s['encoder_quiet']:.1f} ms")
+        for key in sorted(k for k in s if k.startswith("encoder_quiet_")):
+            lines.append(f"  the same on {key.split('_')[2]} threads: {1000 * s[key]:.1f} ms")
         for k, c in r.get("corrections_scan", {}).items():
             lines.append(f"  with {k} corrections: encoder {c['distance']:.3f}, nearer than random {c['encoder_beats_random']:.0%}, "
                          f"{1000 * c['seconds_encoder_graph']:.1f} ms")
@@ -227,18 +232,19 @@ def main() -> int:
     if args.table:
         print(table(json.loads(args.out.read_text())))
         return 0
-    pin_threads(1)
+    pin_threads(args.threads if args.time_only else 1)
     args.work.mkdir(parents=True, exist_ok=True)
     doc = json.loads(args.out.read_text()) if args.out.is_file() else {}
     command = " ".join(["python", "benchmarks/inversion.py", *sys.argv[1:]])
     if args.time_only:
-        doc["time_only_command"] = command
+        doc["time_only_command" + ("" if args.threads == 1 else f"_{args.threads}_threads")] = command
     else:
         doc.update({"benchmark": "inversion", "command": command, "commit": git_commit(), "threads": 1})
     sets = {r["set"]: r for r in doc.get("sets", [])}
     for name in args.sets:
         if args.time_only:
-            sets[name]["seconds"]["encoder_quiet"] = time_encoder(name, args)
+            key = "encoder_quiet" if args.threads == 1 else f"encoder_quiet_{args.threads}_threads"
+            sets[name]["seconds"][key] = time_encoder(name, args)
         else:
             sets[name] = measure(name, args)
         doc["sets"] = [sets[k] for k in sorted(sets, key=list(RUNS).index)]

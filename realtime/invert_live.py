@@ -23,8 +23,8 @@ the sample, the encoder and scoring (for /invert/input, after the recording). `d
 
 The Inverter is built on the worker thread at the first request (threads=1, on the CPU by default: the
 encoder, its proposals heard where it makes several, its refiner's corrections where the bundle has one (each a
-generator call and a refiner call: about 40 ms in all for a one-second WaveGAN with four proposals and four
-corrections) and one generator call to score, without the provider probe that redirects stderr while the audio
+generator call and a refiner call: about 50 ms in all for a one-second WaveGAN with eight proposals, two
+corrections and a beam of two) and one generator call to score, without the provider probe that redirects stderr while the audio
 plays), so `play` starts as fast as without it. Measured on the factory bundle (tests/bundle_factory.py)
 on a busy 2-core machine: building it 4 ms, an inversion from a file 3-7 ms, neither holding the GIL
 for more than 2 ms at a time.
