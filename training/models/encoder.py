@@ -89,8 +89,9 @@ class EncoderConfig:
     # 0 iterations: the encoder alone. The nearest of the latents (the encoder's and each correction's) to the
     # sample is kept, by the spectral distance at the encoder's own STFT (`frame_distance`, one more generator
     # run): corrections past the trained ones wander as often as they improve, and one can make a clip worse.
-    # Two: with eight proposals and a beam of two (below), two corrections win every set's 80%; a third moved
-    # few clips (benchmarks/results/inversion.json `beam`), and each costs a generator call on the beam.
+    # Two: with eight proposals and a beam of two (below), two corrections win 80% of every set's held-out clips;
+    # a third won none more (benchmarks/results/inversion.json `sets`' corrections_scan), and each costs a
+    # generator call on the beam.
     iterations: int = 2
     trained_iterations: int = 3
     iteration_steps: int = 1500
@@ -105,7 +106,8 @@ class EncoderConfig:
     # Proposals the host corrects side by side (the refiner's first call ranks all of them): the `beam` nearest,
     # each correction one generator call on `beam` latents. The refiner's distance at the first call does not
     # always rank first the proposal that corrects best, so a second start wins some clips the first loses:
-    # with eight proposals and two corrections, speech 75% -> 82%, piano 87% -> 90% (inversion.json `beam`).
+    # with eight proposals and two corrections, speech 75% -> 82%, piano 87% -> 90% (inversion.json `sets`
+    # against `eight_proposals_two_corrections`, the same bundles and clips).
     beam: int = 2
     spread_weight: float = 0.05
     batch: int = 32
