@@ -82,7 +82,8 @@ def starved(out: NullOutput, n: int) -> np.ndarray:
     silence and fades [q, q + fade) in from the next block on (realtime/ring.py). Short
     blocks show in the output's block log as a step below the block size.
     """
-    pos = out.block_pos[: min(out.blocks, LOG_BLOCKS)]
+    assert out.blocks <= LOG_BLOCKS, "the block log wrapped: play a shorter run"
+    pos = out.block_pos[: out.blocks]
     fade = out.ring.fade
     mask = np.zeros(n, dtype=bool)
     short = np.flatnonzero(np.diff(pos) < out.blocksize)
