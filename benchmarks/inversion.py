@@ -236,15 +236,15 @@ def main() -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     doc = json.loads(args.out.read_text()) if args.out.is_file() else {}
     command = " ".join(["python", "benchmarks/inversion.py", *sys.argv[1:]])
+    threads = "" if args.threads == 1 else f"_{args.threads}_threads"  # where --time-only's figures go
     if args.time_only:
-        doc["time_only_command" + ("" if args.threads == 1 else f"_{args.threads}_threads")] = command
+        doc["time_only_command" + threads] = command
     else:
         doc.update({"benchmark": "inversion", "command": command, "commit": git_commit(), "threads": 1})
     sets = {r["set"]: r for r in doc.get("sets", [])}
     for name in args.sets:
         if args.time_only:
-            key = "encoder_quiet" if args.threads == 1 else f"encoder_quiet_{args.threads}_threads"
-            sets[name]["seconds"][key] = time_encoder(name, args)
+            sets[name]["seconds"]["encoder_quiet" + threads] = time_encoder(name, args)
         else:
             sets[name] = measure(name, args)
         doc["sets"] = [sets[k] for k in sorted(sets, key=list(RUNS).index)]
